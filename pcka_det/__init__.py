@@ -1,0 +1,9 @@
+"""pcka_det: Patch-based CKA knowledge distillation for MMDetection 3.x.
+
+Importing the package registers every component into MMDetection's
+registries, so a config only needs ``custom_imports=dict(imports=['pcka_det'])``.
+"""
+from . import datasets, hooks, losses, models  # noqa: F401  (registration)
+from .version import __version__
+
+__all__ = ['__version__']

@@ -1,0 +1,54 @@
+"""Turn a distiller checkpoint into a student checkpoint plain mmdet loads."""
+import os
+import os.path as osp
+from typing import Dict
+
+import torch
+
+STUDENT_PREFIX = 'student.'
+
+
+def student_checkpoint(checkpoint: Dict) -> Dict:
+    """Extract the student from a distiller checkpoint.
+
+    Args:
+        checkpoint (dict): A checkpoint saved by the runner while training a
+            ``FeatureDistiller`` (``state_dict`` with ``student.`` keys).
+
+    Returns:
+        dict: ``{'meta': ..., 'state_dict': ...}`` with the student's keys
+        as a plain mmdet detector names them.
+    """
+    state = checkpoint.get('state_dict')
+    if not isinstance(state, dict):
+        raise ValueError('The checkpoint has no "state_dict"')
+    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
+               if k.startswith(STUDENT_PREFIX)}
+    if not student:
+        raise ValueError(
+            'The checkpoint holds no "student." weights: it is not a '
+            'FeatureDistiller checkpoint (is it a plain detector already?)')
+    meta = dict(checkpoint.get('meta', {}))
+    meta['exported_from'] = 'pcka_det.FeatureDistiller'
+    return dict(meta=meta, state_dict=student)
+
+
+def export_student(src: str, dst: str) -> str:
+    """Write the student-only checkpoint of ``src`` to ``dst`` atomically.
+
+    Args:
+        src (str): Distiller checkpoint path.
+        dst (str): Output path.
+
+    Returns:
+        str: ``dst``.
+    """
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'Checkpoint "{src}" does not exist')
+    ckpt = torch.load(src, map_location='cpu', weights_only=False)
+    out = student_checkpoint(ckpt)
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = f'{dst}.tmp'
+    torch.save(out, tmp)
+    os.replace(tmp, dst)
+    return dst

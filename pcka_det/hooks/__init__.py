@@ -1,0 +1,3 @@
+from .export_student import ExportStudentHook
+
+__all__ = ['ExportStudentHook']

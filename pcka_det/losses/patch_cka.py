@@ -1,0 +1,175 @@
+"""Patch-based CKA (PCKA, Zhou et al., IJCAI 2024) for dense features."""
+import math
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdet.registry import MODELS
+from .kernels import DEFAULT_EPS, gram_alignments
+
+_warned = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def check_feature_pair(student: Tensor, teacher: Tensor) -> None:
+    """Raise a ``ValueError`` naming both shapes if they cannot be compared.
+
+    Args:
+        student (Tensor): Student feature, expected ``(B, C, H, W)``.
+        teacher (Tensor): Teacher feature, expected ``(B, C, H, W)``.
+    """
+    shapes = (f'student {tuple(student.shape)}, '
+              f'teacher {tuple(teacher.shape)}')
+    if student.dim() != 4 or teacher.dim() != 4:
+        raise ValueError(f'PCKA expects 4D features (B, C, H, W); got {shapes}')
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f'PCKA needs the same batch size; got {shapes}')
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(
+            f'PCKA needs the same number of channels; got {shapes}. Add a '
+            f'connector (e.g. connector=dict(type="ConvConnector", '
+            f'in_channels={student.shape[1]}, '
+            f'out_channels={teacher.shape[1]})) to map the student width.')
+
+
+def to_patches(feat: Tensor, patch_size: int) -> Tensor:
+    """Cut a feature map into patches, one row per patch, per channel.
+
+    The map is resized bilinearly so that H and W become the next multiple of
+    ``patch_size`` (as the official code does), then cut into ``u x v``
+    patches; the batch is folded into the feature axis.
+
+    Args:
+        feat (Tensor): Shape ``(B, C, H, W)``.
+        patch_size (int): Patch side ``p`` in feature cells.
+
+    Returns:
+        Tensor: Shape ``(C, u * v, B * p * p)``.
+    """
+    b, c, h, w = feat.shape
+    p = patch_size
+    u, v = math.ceil(h / p), math.ceil(w / p)
+    if (u * p, v * p) != (h, w):
+        feat = F.interpolate(
+            feat, size=(u * p, v * p), mode='bilinear', align_corners=False)
+    feat = feat.reshape(b, c, u, p, v, p).permute(1, 2, 4, 0, 3, 5)
+    return feat.reshape(c, u * v, b * p * p)
+
+
+def patch_cka(student: Tensor,
+              teacher: Tensor,
+              patch_size: int = 16,
+              centered: bool = False,
+              inter: bool = True,
+              eps: float = DEFAULT_EPS) -> Tuple[Tensor, Optional[Tensor]]:
+    """Per-channel patch CKA similarities between two feature maps.
+
+    Computed in fp32 whatever the input dtype or autocast state. A student
+    map of another spatial size is resized to the teacher's (one warning).
+    With a single patch the intra term carries no signal (uncentred it is
+    identically 1, centred it is 0/0): it is defined as 1 with one warning.
+
+    Args:
+        student (Tensor): Student feature ``(B, C, H, W)``.
+        teacher (Tensor): Teacher feature ``(B, C, H, W)``.
+        patch_size (int): Patch side in feature cells. Defaults to 16.
+        centered (bool): Use centred CKA instead of the official uncentred
+            alignment. Defaults to False.
+        inter (bool): Also compute the inter (pixel relation) term.
+        eps (float): Lower bound of squared Gram norms.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: ``intra`` and ``inter`` similarities,
+        each of shape ``(C,)``; ``inter`` is None when not requested.
+    """
+    check_feature_pair(student, teacher)
+    if student.shape[2:] != teacher.shape[2:]:
+        _warn_once(
+            f'resize{tuple(student.shape[2:])}{tuple(teacher.shape[2:])}',
+            f'PCKA: student feature {tuple(student.shape)} resized to the '
+            f'teacher size {tuple(teacher.shape[2:])}.')
+        student = F.interpolate(
+            student.float(), size=teacher.shape[2:], mode='bilinear',
+            align_corners=False)
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        x = to_patches(student.float(), patch_size)
+        y = to_patches(teacher.float(), patch_size)
+        intra, inter_sim = gram_alignments(x, y, centered, inter, eps)
+    if x.shape[1] == 1:
+        _warn_once(
+            'single_patch',
+            f'PCKA: a level of size {tuple(teacher.shape[2:])} gives a '
+            f'single {patch_size}x{patch_size} patch; its intra term is '
+            f'skipped (defined as 1). Use a smaller patch_size for it.')
+        intra = torch.ones_like(intra)
+    return intra, inter_sim
+
+
+@MODELS.register_module()
+class PatchCKALoss(nn.Module):
+    """PCKA distillation loss for one feature level.
+
+    ``loss = loss_weight * (intra_weight * (1 - mean(intra))
+    + inter_weight * (1 - mean(inter)))``; it is 0 at perfect alignment and
+    has the gradients of the official ``-(w * intra + w * inter)``.
+
+    Args:
+        patch_size (int): Patch side in feature cells. Defaults to 16.
+        intra_weight (float): Weight of the patch relation term.
+        inter_weight (float, optional): Weight of the pixel relation term;
+            None disables it (and its cost).
+        centered (bool): Centred CKA instead of the official uncentred
+            alignment.
+        loss_weight (float): Global multiplier.
+        eps (float): Lower bound of squared Gram norms.
+    """
+
+    def __init__(self,
+                 patch_size: int = 16,
+                 intra_weight: float = 10.0,
+                 inter_weight: Optional[float] = None,
+                 centered: bool = False,
+                 loss_weight: float = 1.0,
+                 eps: float = DEFAULT_EPS) -> None:
+        super().__init__()
+        if patch_size < 1:
+            raise ValueError(f'patch_size must be >= 1, got {patch_size}')
+        self.patch_size = patch_size
+        self.intra_weight = intra_weight
+        self.inter_weight = inter_weight
+        self.centered = centered
+        self.loss_weight = loss_weight
+        self.eps = eps
+
+    def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            student_feat (Tensor): ``(B, C, H, W)``.
+            teacher_feat (Tensor): ``(B, C, H, W)``; gradients are not
+                needed.
+
+        Returns:
+            Tensor: Scalar loss (fp32).
+        """
+        intra, inter = patch_cka(
+            student_feat, teacher_feat, self.patch_size, self.centered,
+            inter=self.inter_weight is not None, eps=self.eps)
+        loss = self.intra_weight * (1 - intra.mean())
+        if inter is not None:
+            loss = loss + self.inter_weight * (1 - inter.mean())
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return (f'patch_size={self.patch_size}, '
+                f'intra_weight={self.intra_weight}, '
+                f'inter_weight={self.inter_weight}, '
+                f'centered={self.centered}')

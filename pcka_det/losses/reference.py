@@ -1,0 +1,58 @@
+"""Slow reference PCKA written straight from the definitions.
+
+One Python loop over channels, explicit centring matrices and full d x d
+Gram matrices, like the official implementation. Used by the tests to check
+``patch_cka`` and by ``tools/benchmark_loss.py`` as the baseline; never use
+it for training.
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def alignment_reference(k: Tensor, l: Tensor, centered: bool) -> Tensor:
+    """``A(K, L) = <K, L>_F / (||K||_F ||L||_F)``, optionally ``A(HKH, HLH)``."""
+    if centered:
+        n = k.shape[0]
+        h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
+        k, l = h @ k @ h, h @ l @ h
+    return torch.trace(k @ l.T) / (torch.linalg.norm(k) * torch.linalg.norm(l))
+
+
+def patch_cka_reference(student: Tensor,
+                        teacher: Tensor,
+                        patch_size: int = 16,
+                        centered: bool = False) -> Tuple[Tensor, Tensor]:
+    """Per-channel intra and inter similarities, one channel at a time.
+
+    Args:
+        student (Tensor): ``(B, C, H, W)``.
+        teacher (Tensor): ``(B, C, H, W)``.
+        patch_size (int): Patch side.
+        centered (bool): Centre the Gram matrices.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``intra`` and ``inter``, each ``(C,)``.
+    """
+    b, c, h, w = student.shape
+    p = patch_size
+    size = (math.ceil(h / p) * p, math.ceil(w / p) * p)
+    if size != (h, w):
+        student = F.interpolate(student, size, mode='bilinear',
+                                align_corners=False)
+        teacher = F.interpolate(teacher, size, mode='bilinear',
+                                align_corners=False)
+    intra, inter = [], []
+    for ch in range(c):
+        xs, ys = [], []
+        for i in range(0, size[0], p):
+            for j in range(0, size[1], p):
+                xs.append(student[:, ch, i:i + p, j:j + p].reshape(-1))
+                ys.append(teacher[:, ch, i:i + p, j:j + p].reshape(-1))
+        x, y = torch.stack(xs), torch.stack(ys)  # (n, B*p*p)
+        intra.append(alignment_reference(x @ x.T, y @ y.T, centered))
+        inter.append(alignment_reference(x.T @ x, y.T @ y, centered))
+    return torch.stack(intra), torch.stack(inter)

@@ -1,0 +1,10 @@
+from .builder import build_detector, load_model_cfg, resolve_config_path
+from .connectors import ConvConnector
+from .distiller import FeatureDistiller, load_teacher_checkpoint
+from .recorders import ModuleOutputRecorder, get_module
+
+__all__ = [
+    'build_detector', 'load_model_cfg', 'resolve_config_path',
+    'ConvConnector', 'FeatureDistiller', 'load_teacher_checkpoint',
+    'ModuleOutputRecorder', 'get_module'
+]

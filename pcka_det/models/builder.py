@@ -1,0 +1,73 @@
+"""Build a detector from an inline dict or a reference to a config file."""
+import copy
+import os.path as osp
+from typing import Union
+
+from mmengine.config import Config, ConfigDict
+from mmengine.utils import get_installed_path
+from torch import nn
+
+from mmdet.registry import MODELS
+
+
+def resolve_config_path(path: str) -> str:
+    """Turn ``'pkg::rel/path.py'`` into a file path; plain paths pass.
+
+    Args:
+        path (str): ``mmdet::...``, ``pcka_det::...`` or a file path.
+
+    Returns:
+        str: Absolute path to an existing file.
+    """
+    if '::' in path:
+        package, rel = path.split('::', 1)
+        try:
+            root = get_installed_path(package)
+        except Exception as e:  # the package is not installed
+            raise FileNotFoundError(
+                f'Cannot resolve "{path}": package "{package}" is not '
+                f'installed ({e}).') from e
+        full = osp.join(root, '.mim', 'configs', rel)
+    else:
+        full = osp.abspath(osp.expanduser(path))
+    if not osp.isfile(full):
+        raise FileNotFoundError(f'Config "{path}" not found (looked at {full})')
+    return full
+
+
+def load_model_cfg(spec: Union[dict, ConfigDict]) -> ConfigDict:
+    """Return the model dict described by ``spec``.
+
+    Args:
+        spec (dict): Either an inline model config (with ``type``), or
+            ``dict(cfg_path=..., **overrides)`` where the overrides are merged
+            recursively into the ``model`` of that config file.
+
+    Returns:
+        ConfigDict: A model config ready for ``MODELS.build``.
+    """
+    spec = copy.deepcopy(dict(spec))
+    cfg_path = spec.pop('cfg_path', None)
+    if cfg_path is None:
+        if 'type' not in spec:
+            raise ValueError('A detector spec needs "type" (inline config) or '
+                             f'"cfg_path"; got keys {sorted(spec)}')
+        return ConfigDict(spec)
+    cfg = Config.fromfile(resolve_config_path(cfg_path))
+    if 'model' not in cfg:
+        raise ValueError(f'Config "{cfg_path}" has no "model" field')
+    if spec:
+        cfg.merge_from_dict(dict(model=spec))
+    return cfg.model
+
+
+def build_detector(spec: Union[dict, ConfigDict]) -> nn.Module:
+    """Build a detector in MMDetection's scope from ``spec``.
+
+    Args:
+        spec (dict): See :func:`load_model_cfg`.
+
+    Returns:
+        nn.Module: The detector.
+    """
+    return MODELS.build(load_model_cfg(spec))

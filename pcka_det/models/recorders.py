@@ -1,0 +1,88 @@
+"""Forward hooks that record the output of a named sub-module."""
+from typing import Any, Optional, Sequence, Union
+
+from torch import Tensor, nn
+
+
+def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
+    """Find ``model.<path>`` or raise a ``KeyError`` listing valid names.
+
+    Args:
+        model (nn.Module): Model to search.
+        path (str): Dotted module path, e.g. ``'neck'`` or
+            ``'backbone.layer3'``.
+        owner (str): How to call ``model`` in the error message.
+
+    Returns:
+        nn.Module: The sub-module.
+    """
+    modules = dict(model.named_modules())
+    if path not in modules:
+        top = sorted({n.split('.')[0] for n in modules if n})
+        near = sorted(n for n in modules
+                      if n and n.startswith(path.rsplit('.', 1)[0]))[:20]
+        raise KeyError(
+            f'Recorder source "{path}" is not a module of the {owner}. '
+            f'Top-level modules: {top}. Modules under the same parent: '
+            f'{near}')
+    return modules[path]
+
+
+class ModuleOutputRecorder:
+    """Record what a module returns on each forward.
+
+    The output of FPN necks is a tuple with one tensor per level;
+    ``get(index)`` picks one.
+
+    Args:
+        source (str): Dotted path of the module to hook.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.data: Optional[Union[Tensor, Sequence[Tensor]]] = None
+        self._handle = None
+
+    def attach(self, model: nn.Module, owner: str = 'model') -> None:
+        """Register the forward hook on ``model.<source>``."""
+        self.detach()
+        module = get_module(model, self.source, owner)
+        self._handle = module.register_forward_hook(self._hook)
+
+    def detach(self) -> None:
+        """Remove the hook."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.data = output
+
+    def reset(self) -> None:
+        """Forget the last recorded output."""
+        self.data = None
+
+    def get(self, index: Optional[int] = None) -> Tensor:
+        """Return the recorded output, or its ``index``-th element.
+
+        Args:
+            index (int, optional): Level index into a tuple/list output.
+
+        Returns:
+            Tensor: The recorded tensor.
+        """
+        if self.data is None:
+            raise RuntimeError(
+                f'Nothing recorded from "{self.source}": the module did not '
+                'run in this forward pass.')
+        if index is None:
+            return self.data
+        if not isinstance(self.data, (tuple, list)):
+            raise IndexError(
+                f'"{self.source}" returns a single {type(self.data).__name__}'
+                f', so level index {index} is invalid; leave index unset.')
+        if not -len(self.data) <= index < len(self.data):
+            raise IndexError(
+                f'Level index {index} is out of range: "{self.source}" '
+                f'produces {len(self.data)} levels (0..{len(self.data) - 1}).')
+        return self.data[index]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates .venv at the repo root with the pinned stack and pcka_det (editable).
+# Idempotent: every step is skipped when what it installs is already there.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+  $PIP install --upgrade pip
+fi
+
+have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
+
+# torch first: mmcv compiles against it. numpy<2 because mmcv 2.1 / mmdet 3.3
+# predate numpy 2. setuptools<81 keeps pkg_resources, which mmcv's setup.py
+# and mmengine import.
+have "import torch, numpy, ninja; assert torch.__version__.startswith('2.13.0') and numpy.__version__ < '2'" \
+  || $PIP install torch==2.13.0 'numpy<2' ninja 'setuptools<81' wheel
+
+# mmcv 2.1.0 has no wheel on PyPI for this torch: build it from source, once
+# (pip caches the wheel, so later venvs take seconds).
+#   MMCV_WITH_OPS=1   compile the C++ ops mmdet needs (nms, RoIAlign, ...)
+#   FORCE_CUDA=0      CPU-only ops unless nvcc and a GPU are present
+#   MAX_JOBS=2        the build is memory hungry; 2 jobs fit a 2-core box
+#   CFLAGS=-g0        no debug info: a smaller, faster build
+#   --no-build-isolation  build against the torch installed above
+if ! have "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'"; then
+  MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-2}" CFLAGS=-g0 \
+    $PIP install --no-build-isolation mmcv==2.1.0
+fi
+
+have "import mmengine, mmdet, pycocotools, pytest, matplotlib; assert mmengine.__version__ == '0.10.7' and mmdet.__version__ == '3.3.0'" \
+  || $PIP install mmengine==0.10.7 mmdet==3.3.0 pycocotools pytest matplotlib
+
+have "import importlib.metadata as m; m.version('pcka-detection')" || $PIP install --no-build-isolation --no-deps -e "$ROOT"
+"$VENV/bin/python" -c "import pcka_det, mmdet, mmcv.ops; print('pcka_det', pcka_det.__version__, 'ready in', '$VENV')"
