@@ -2,57 +2,109 @@
 
 Every CKA-style quantity in the project is computed here, so the losses and
 the analysis tools share one implementation.
+
+For ``X`` (n x d) and ``Y`` (m x d) the two alignments need only the small
+Gram matrices ``X X^T``, ``Y Y^T`` and ``X Y^T``:
+
+    intra = <X X^T, Y Y^T>_F / (||X X^T||_F ||Y Y^T||_F)
+    inter = <X^T X, Y^T Y>_F / (...) = ||X Y^T||_F^2 / (||X X^T|| ||Y Y^T||)
+
+and, transposing, the ``d x d`` forms when ``d < n``. The backward pass is
+written out by hand so that it costs two batched products per side instead
+of autograd's eight.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-# Squared norms are clamped before the square root so that an all-zero
-# representation gives similarity 0 with finite gradients.
+# Squared Gram norms (of trace-normalised Grams) are clamped at eps so that an
+# all-zero representation gives similarity 0 with finite gradients.
 DEFAULT_EPS = 1e-12
+_TINY = 1e-30
 
 
-def _normalize(x: Tensor) -> Tensor:
-    """Scale each representation to unit Frobenius norm.
+def _bmm_t(a: Tensor, b: Tensor) -> Tensor:
+    return torch.bmm(a, b.transpose(1, 2))
 
-    Alignment is scale invariant, so dividing by a *detached* norm leaves both
-    the value and the gradient unchanged while keeping every Gram entry
-    bounded by 1 (no fp32 overflow for large activations).
+
+class _Alignment(torch.autograd.Function):
+    """intra/inter alignment of ``x`` (G, n, d) and ``y`` (G, m, d).
+
+    Grams are divided by their (detached) traces: alignment is scale
+    invariant, so value and gradient are unchanged while every entry stays
+    in [-1, 1], which rules out fp32 overflow for large activations.
     """
-    norm = x.detach().flatten(1).norm(dim=1).clamp_min(1e-30)
-    return x / norm.view(-1, *([1] * (x.dim() - 1)))
+
+    @staticmethod
+    def forward(ctx, x, y, want_intra: bool, want_inter: bool, eps: float):
+        kx, ky = _bmm_t(x, x), _bmm_t(y, y)
+        tx = kx.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
+        ty = ky.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
+        kx = kx / tx[:, None, None]
+        ky = ky / ty[:, None, None]
+        nx2 = kx.square().sum((1, 2))
+        ny2 = ky.square().sum((1, 2))
+        den = nx2.clamp_min(eps).sqrt() * ny2.clamp_min(eps).sqrt()
+        intra = inter = m = None
+        if want_intra:
+            intra = (kx * ky).sum((1, 2)) / den
+        if want_inter:
+            m = _bmm_t(x, y) / (tx * ty).sqrt()[:, None, None]
+            inter = m.square().sum((1, 2)) / den
+        ctx.save_for_backward(x, y, kx, ky, m, tx, ty, nx2, ny2, den, intra,
+                              inter)
+        ctx.eps = eps
+        empty = x.new_empty(0)
+        return (empty if intra is None else intra,
+                empty if inter is None else inter)
+
+    @staticmethod
+    def backward(ctx, g_intra, g_inter):
+        x, y, kx, ky, m, tx, ty, nx2, ny2, den, intra, inter = \
+            ctx.saved_tensors
+        # d sim / d x' = 2 (a Ky - b Kx) x' + c M y'   for x' = x / sqrt(tx)
+        a = torch.zeros_like(den)
+        b = torch.zeros_like(den)
+        c = torch.zeros_like(den)
+        if intra is not None and g_intra is not None:
+            a = a + g_intra / den
+            b = b + g_intra * intra
+        if inter is not None and g_inter is not None:
+            c = c + 2 * g_inter / den
+            b = b + g_inter * inter
+
+        def side(k_own, k_other, n_own2, t_own, t_other, own, other, cross):
+            # a clamped norm is a constant: no gradient through it
+            inv = torch.where(n_own2 < ctx.eps, torch.zeros_like(n_own2),
+                              1 / n_own2.clamp_min(_TINY))
+            coef = (2 * a)[:, None, None] * k_other - (2 * b * inv)[
+                :, None, None] * k_own
+            grad = torch.bmm(coef / t_own[:, None, None], own)
+            if cross is not None:
+                scale = (c / (t_own * t_other).sqrt())[:, None, None]
+                grad = torch.baddbmm(grad, cross * scale, other)
+            return grad
+
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            gx = side(kx, ky, nx2, tx, ty, x, y, m)
+        if ctx.needs_input_grad[1]:
+            gy = side(ky, kx, ny2, ty, tx, y, x,
+                      None if m is None else m.transpose(1, 2))
+        return gx, gy, None, None, None
 
 
-def sample_alignment(x: Tensor, y: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """Kernel alignment of the sample Gram matrices, batched.
-
-    Computes ``<X X^T, Y Y^T>_F / (||X X^T||_F ||Y Y^T||_F)`` for every group
-    without building a Gram matrix larger than ``min(n, p) x min(n, q)``:
-    when there are more samples than features, the identities
-    ``<X X^T, Y Y^T> = ||X^T Y||^2`` and ``||X X^T|| = ||X^T X||`` are used.
-
-    Args:
-        x (Tensor): Representations of shape ``(G, n, p)``.
-        y (Tensor): Representations of shape ``(G, n, q)``.
-        eps (float): Lower bound of the squared Gram norms.
-
-    Returns:
-        Tensor: Alignment per group, shape ``(G,)``, in ``[0, 1]``.
-    """
-    x, y = _normalize(x), _normalize(y)
-    n = x.shape[1]
-    if n <= max(x.shape[2], y.shape[2]):
-        kx = x @ x.transpose(1, 2)
-        ky = y @ y.transpose(1, 2)
-        cross = (kx * ky).sum(dim=(1, 2))
+def _align(x: Tensor, y: Tensor, want_intra: bool, want_inter: bool,
+           eps: float) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Pick the cheaper of the ``n x n`` and ``d x d`` forms."""
+    if x.shape[1] > max(x.shape[2], y.shape[2]):
+        # intra(X, Y) == inter(X^T, Y^T) and vice versa
+        inter, intra = _Alignment.apply(
+            x.transpose(1, 2), y.transpose(1, 2), want_inter, want_intra, eps)
     else:
-        kx = x.transpose(1, 2) @ x
-        ky = y.transpose(1, 2) @ y
-        cross = (x.transpose(1, 2) @ y).square().sum(dim=(1, 2))
-    norm_x = kx.square().sum(dim=(1, 2)).clamp_min(eps).sqrt()
-    norm_y = ky.square().sum(dim=(1, 2)).clamp_min(eps).sqrt()
-    return cross / (norm_x * norm_y)
+        intra, inter = _Alignment.apply(x, y, want_intra, want_inter, eps)
+    return (intra if want_intra else None, inter if want_inter else None)
 
 
 def center_rows(x: Tensor) -> Tensor:
@@ -71,7 +123,8 @@ def gram_alignments(x: Tensor,
                     y: Tensor,
                     centered: bool = False,
                     inter: bool = True,
-                    eps: float = DEFAULT_EPS) -> Tuple[Tensor, Tensor]:
+                    eps: float = DEFAULT_EPS
+                    ) -> Tuple[Tensor, Optional[Tensor]]:
     """Intra (sample Gram) and inter (feature Gram) alignment, batched.
 
     ``intra = A(X X^T, Y Y^T)`` relates the ``n`` samples to each other;
@@ -84,19 +137,19 @@ def gram_alignments(x: Tensor,
         y (Tensor): Shape ``(G, n, d)`` (``(G, n, q)`` if ``inter`` is off).
         centered (bool): Centre the Gram matrices.
         inter (bool): Whether to compute the inter term.
-        eps (float): Lower bound of the squared Gram norms.
+        eps (float): Lower bound of the squared (trace-normalised) Gram
+            norms.
 
     Returns:
         tuple[Tensor, Tensor | None]: ``intra`` and ``inter``, each ``(G,)``;
         ``inter`` is None when not requested.
     """
-    if centered:
-        intra = sample_alignment(center_rows(x), center_rows(y), eps)
-    else:
-        intra = sample_alignment(x, y, eps)
+    if not centered:
+        return _align(x, y, True, inter, eps)
+    intra, _ = _align(center_rows(x), center_rows(y), True, False, eps)
     if not inter:
         return intra, None
-    xt, yt = x.transpose(1, 2), y.transpose(1, 2)
-    if centered:
-        xt, yt = center_rows(xt), center_rows(yt)
-    return intra, sample_alignment(xt, yt, eps)
+    _, inter_sim = _align(
+        center_rows(x.transpose(1, 2)).transpose(1, 2),
+        center_rows(y.transpose(1, 2)).transpose(1, 2), False, True, eps)
+    return intra, inter_sim

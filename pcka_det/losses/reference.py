@@ -45,14 +45,35 @@ def patch_cka_reference(student: Tensor,
                                 align_corners=False)
         teacher = F.interpolate(teacher, size, mode='bilinear',
                                 align_corners=False)
+    xs, ys = [], []
+    for i in range(0, size[0], p):
+        for j in range(0, size[1], p):
+            # (B, C, p, p) -> (C, B*p*p): one row per patch, per channel
+            xs.append(student[:, :, i:i + p, j:j + p].transpose(0, 1)
+                      .reshape(c, -1))
+            ys.append(teacher[:, :, i:i + p, j:j + p].transpose(0, 1)
+                      .reshape(c, -1))
+    return per_channel_reference(
+        torch.stack(xs, 1), torch.stack(ys, 1), centered)
+
+
+def per_channel_reference(x: Tensor, y: Tensor,
+                          centered: bool = False) -> Tuple[Tensor, Tensor]:
+    """Intra and inter alignment with a Python loop over channels.
+
+    Mirrors the official implementation: full ``d x d`` Gram matrices and a
+    matmul for the trace.
+
+    Args:
+        x (Tensor): Student patches ``(C, n, d)``.
+        y (Tensor): Teacher patches ``(C, n, d)``.
+        centered (bool): Centre the Gram matrices.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``intra`` and ``inter``, each ``(C,)``.
+    """
     intra, inter = [], []
-    for ch in range(c):
-        xs, ys = [], []
-        for i in range(0, size[0], p):
-            for j in range(0, size[1], p):
-                xs.append(student[:, ch, i:i + p, j:j + p].reshape(-1))
-                ys.append(teacher[:, ch, i:i + p, j:j + p].reshape(-1))
-        x, y = torch.stack(xs), torch.stack(ys)  # (n, B*p*p)
-        intra.append(alignment_reference(x @ x.T, y @ y.T, centered))
-        inter.append(alignment_reference(x.T @ x, y.T @ y, centered))
+    for xc, yc in zip(x, y):
+        intra.append(alignment_reference(xc @ xc.T, yc @ yc.T, centered))
+        inter.append(alignment_reference(xc.T @ xc, yc.T @ yc, centered))
     return torch.stack(intra), torch.stack(inter)
