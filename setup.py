@@ -8,7 +8,7 @@ ROOT = osp.dirname(osp.abspath(__file__))
 
 
 def add_mim_extension():
-    """Expose configs/ and tools/ under pcka_det/.mim, as OpenMMLab does.
+    """Expose configs/, tools/, model-index.yml under pcka_det/.mim.
 
     MMEngine resolves ``pcka_det::x.py`` to ``<package>/.mim/configs/x.py``.
     Editable installs get symlinks (edits show up at once); other installs
@@ -17,16 +17,18 @@ def add_mim_extension():
     mim = osp.join(ROOT, 'pcka_det', '.mim')
     os.makedirs(mim, exist_ok=True)
     editable = 'develop' in os.sys.argv or 'editable_wheel' in os.sys.argv
-    for name in ('configs', 'tools'):
+    for name in ('configs', 'tools', 'model-index.yml'):
         src, dst = osp.join(ROOT, name), osp.join(mim, name)
         if osp.islink(dst) or osp.isfile(dst):
             os.remove(dst)
         elif osp.isdir(dst):
             shutil.rmtree(dst)
         if editable:
-            os.symlink(osp.relpath(src, mim), dst, target_is_directory=True)
-        else:
+            os.symlink(osp.relpath(src, mim), dst)
+        elif osp.isdir(src):
             shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
 
 
 def version():
@@ -52,7 +54,10 @@ if __name__ == '__main__':
         python_requires='>=3.8',
         packages=find_packages(exclude=('tests', 'configs', 'tools')),
         include_package_data=True,
-        package_data={'pcka_det': ['.mim/configs/**/*', '.mim/tools/**/*']},
+        package_data={
+            'pcka_det':
+            ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml']
+        },
         install_requires=[
             'torch>=1.13', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
             'mmdet>=3.0.0,<3.4.0', 'pycocotools', 'matplotlib'

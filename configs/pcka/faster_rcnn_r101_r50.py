@@ -1,0 +1,28 @@
+teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/faster_rcnn_r101_fpn_2x_coco/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth'  # noqa: E501
+_base_ = [
+    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
+    '../_base_/distill_runtime.py',
+]
+
+# Faster R-CNN R101 2x -> Faster R-CNN R50, PCKA on FPN P2-P5
+# (intra 10 + inter 10), lr 0.02.
+model = dict(
+    _delete_=True,
+    type='FeatureDistiller',
+    student=dict(cfg_path='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py'),
+    teacher=dict(
+        cfg_path='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py'),
+    teacher_ckpt=teacher_ckpt,
+    recorders=dict(fpn='neck'),
+    distill_losses={
+        f'pcka_p{level + 2}': dict(
+            recorder='fpn',
+            index=level,
+            loss=dict(
+                type='PatchCKALoss',
+                patch_size=16,
+                intra_weight=10.0,
+                inter_weight=10.0))
+        for level in range(4)
+    })
+optim_wrapper = dict(optimizer=dict(lr=0.02))

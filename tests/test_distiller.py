@@ -1,0 +1,133 @@
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from conftest import ROOT, demo_batch, load_distill_cfg
+from mmengine.optim import OptimWrapper
+
+from mmdet.registry import MODELS
+from pcka_det.export import export_student
+from pcka_det.models import FeatureDistiller, build_detector
+
+COCO_CONFIGS = sorted(
+    osp.relpath(p, ROOT)
+    for p in glob.glob(osp.join(ROOT, 'configs', 'pcka', '*.py')))
+
+
+def _teacher_snapshot(model):
+    return {k: v.clone() for k, v in model.teacher.state_dict().items()}
+
+
+def test_all_coco_configs_listed():
+    names = {osp.basename(p) for p in COCO_CONFIGS}
+    assert {'retina_r101_r50.py', 'retina_x101_r50.py',
+            'faster_rcnn_r101_r50.py',
+            'cascade_x101_faster_rcnn_r50.py'} <= names
+
+
+@pytest.mark.parametrize('path', COCO_CONFIGS)
+def test_coco_config_builds(path):
+    cfg = load_distill_cfg(path)
+    assert cfg.model.type == 'FeatureDistiller'
+    assert 'pcka_det' in cfg.custom_imports.imports
+    with pytest.warns(UserWarning, match='teacher_ckpt is None'):
+        model = MODELS.build(cfg.model)
+    assert isinstance(model, FeatureDistiller)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not model.teacher.training
+    # the teacher is not part of the trainable module tree / checkpoints
+    assert not any(k.startswith('teacher') for k in model.state_dict())
+    assert len(model.distill_losses) == 4
+
+
+@pytest.mark.parametrize('path,level_names', [
+    ('configs/pcka/retina_r101_r50.py', ['p3', 'p4', 'p5', 'p6']),
+    ('configs/pcka/faster_rcnn_r101_r50.py', ['p2', 'p3', 'p4', 'p5']),
+    ('configs/pcka/cascade_x101_faster_rcnn_r50.py', ['p2', 'p3', 'p4',
+                                                       'p5']),
+])
+def test_one_training_step(path, level_names):
+    cfg = load_distill_cfg(path)
+    with pytest.warns(UserWarning):
+        model = MODELS.build(cfg.model)
+    model.train()
+    assert not model.teacher.training  # train() does not reach the teacher
+    before = _teacher_snapshot(model)
+    student_before = {
+        k: v.clone()
+        for k, v in model.student.named_parameters()
+    }
+    optim = OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    log_vars = model.train_step(demo_batch(), optim)
+    for name in level_names:
+        key = f'loss_pcka_{name}'
+        assert key in log_vars, sorted(log_vars)
+        assert 0 <= log_vars[key].item() <= 20.0 + 1e-4  # 10*(1-i)+10*(1-e)
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
+    # gradients reached the student (backbone included) and changed it
+    changed = [
+        k for k, p in model.student.named_parameters()
+        if not torch.equal(p, student_before[k])
+    ]
+    assert any(k.startswith('backbone') for k in changed)
+    assert any(k.startswith('neck') for k in changed)
+    # the teacher is bit-identical, BN running stats included
+    after = model.teacher.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_distill_loss_has_gradient_only_to_student():
+    cfg = load_distill_cfg('configs/pcka/retina_r101_r50.py')
+    with pytest.warns(UserWarning):
+        model = MODELS.build(cfg.model)
+    # P3 of a 256x320 image is 32x40 cells: 2x3 patches of 16
+    data = model.data_preprocessor(demo_batch(size=(256, 320)), True)
+    losses = model(**data, mode='loss')
+    losses['loss_pcka_p3'].backward()
+    grads = [p.grad for p in model.student.neck.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    # the head gets nothing from a neck-level distillation loss
+    assert all(p.grad is None for p in model.student.bbox_head.parameters())
+
+
+def test_export_round_trip(tmp_path):
+    cfg = load_distill_cfg('configs/pcka/retina_r101_r50.py')
+    with pytest.warns(UserWarning):
+        model = MODELS.build(cfg.model)
+    model.eval()
+    data = model.data_preprocessor(demo_batch(size=(128, 160)), False)
+    with torch.no_grad():
+        expected = model(**data, mode='predict')
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), ckpt)
+    out = export_student(str(ckpt), str(tmp_path / 'student.pth'))
+
+    from mmengine.runner import load_checkpoint
+    plain = build_detector(cfg.model.student)  # plain mmdet RetinaNet
+    load_checkpoint(plain, out, map_location='cpu', strict=True)
+    plain.eval()
+    with torch.no_grad():
+        got = plain.predict(data['inputs'], data['data_samples'])
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.pred_instances.bboxes,
+                                   b.pred_instances.bboxes)
+        torch.testing.assert_close(a.pred_instances.scores,
+                                   b.pred_instances.scores)
+        assert torch.equal(a.pred_instances.labels, b.pred_instances.labels)
+    saved = torch.load(out, weights_only=False)
+    assert set(saved) == {'meta', 'state_dict'}
+    assert not any(k.startswith(('student.', 'teacher.'))
+                   for k in saved['state_dict'])
+
+
+def test_export_rejects_plain_checkpoint(tmp_path):
+    path = tmp_path / 'plain.pth'
+    torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1)}),
+               path)
+    with pytest.raises(ValueError, match='no "student." weights'):
+        export_student(str(path), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()
