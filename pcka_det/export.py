@@ -33,6 +33,21 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
     return dict(meta=meta, state_dict=student)
 
 
+def _load(src: str) -> Dict:
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'Checkpoint "{src}" does not exist')
+    # a runner checkpoint of this user's own training run
+    return torch.load(src, map_location='cpu', weights_only=False)
+
+
+def _save_atomic(checkpoint: Dict, dst: str) -> str:
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = f'{dst}.tmp'
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
 def export_student(src: str, dst: str) -> str:
     """Write the student-only checkpoint of ``src`` to ``dst`` atomically.
 
@@ -43,12 +58,22 @@ def export_student(src: str, dst: str) -> str:
     Returns:
         str: ``dst``.
     """
-    if not osp.isfile(src):
-        raise FileNotFoundError(f'Checkpoint "{src}" does not exist')
-    ckpt = torch.load(src, map_location='cpu', weights_only=False)
-    out = student_checkpoint(ckpt)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = f'{dst}.tmp'
-    torch.save(out, tmp)
-    os.replace(tmp, dst)
-    return dst
+    return _save_atomic(student_checkpoint(_load(src)), dst)
+
+
+def slim_checkpoint(src: str, dst: str) -> str:
+    """Keep only the weights and meta of a plain detector checkpoint.
+
+    The result loads with ``torch.load(weights_only=True)`` (no optimizer,
+    message hub or scheduler state), e.g. to serve as ``teacher_ckpt``.
+
+    Args:
+        src (str): Runner checkpoint path.
+        dst (str): Output path.
+
+    Returns:
+        str: ``dst``.
+    """
+    ckpt = _load(src)
+    return _save_atomic(
+        dict(meta=ckpt.get('meta', {}), state_dict=ckpt['state_dict']), dst)

@@ -1,1 +1,3 @@
+from .synthetic import CLASSES, SyntheticConfig, generate_dataset
 
+__all__ = ['CLASSES', 'SyntheticConfig', 'generate_dataset']

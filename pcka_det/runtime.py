@@ -1,0 +1,43 @@
+"""Config preparation shared by tools/train.py, tools/test.py and the demo."""
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+
+from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+
+def prepare_cfg(config: str,
+                cfg_options: Optional[dict] = None,
+                work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Load ``config`` and apply the CLI overrides as mmdet's tools do.
+
+    Args:
+        config (str): Config path (``pcka_det::``/``mmdet::`` scopes work).
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        work_dir (str, optional): ``--work-dir``; defaults to
+            ``./work_dirs/<config name>``.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+
+    Returns:
+        Config: The config ready for ``Runner.from_cfg``.
+    """
+    setup_cache_size_limit_of_dynamo()
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config file "{config}" does not exist')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    if launcher != 'none' and not torch.cuda.is_available():
+        # NCCL needs GPUs; gloo runs the same code on CPUs.
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+    return cfg

@@ -1,0 +1,92 @@
+"""Train a detector or a distiller; MMDetection's tools/train.py interface.
+
+Example:
+    python tools/train.py configs/pcka/retina_r101_r50.py
+    python tools/train.py configs/toy/pcka_retina_r50_r18.py --work-dir w
+"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+import pcka_det  # noqa: F401  (registers components and pcka_det::)
+from pcka_det.compat import allow_mmengine_checkpoints
+from pcka_det.runtime import prepare_cfg
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training (GPU only)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory.')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    allow_mmengine_checkpoints()
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            sys.exit('--amp needs a CUDA GPU: MMEngine\'s AmpOptimWrapper '
+                     'refuses to run on a CPU. Drop --amp to train in fp32.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            raise RuntimeError('Can not find "auto_scale_lr" or '
+                               '"auto_scale_lr.base_batch_size" in your'
+                               ' configuration file.')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+              RUNNERS.build(cfg))
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
