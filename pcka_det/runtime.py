@@ -6,6 +6,7 @@ import torch
 from mmengine.config import Config
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+from .models.builder import resolve_config_path
 
 
 def prepare_cfg(config: str,
@@ -25,9 +26,7 @@ def prepare_cfg(config: str,
         Config: The config ready for ``Runner.from_cfg``.
     """
     setup_cache_size_limit_of_dynamo()
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'Config file "{config}" does not exist')
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(resolve_config_path(config))
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
@@ -35,7 +34,7 @@ def prepare_cfg(config: str,
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config))[0])
+                                osp.splitext(osp.basename(config.split('::')[-1]))[0])
     if launcher != 'none' and not torch.cuda.is_available():
         # NCCL needs GPUs; gloo runs the same code on CPUs.
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})

@@ -156,7 +156,7 @@ class FeatureDistiller(BaseModel):
                     f'{sorted(spec)}')
             recorder = spec.get('recorder', 'neck')
             if recorder not in self.student_recorders:
-                raise KeyError(
+                raise ValueError(
                     f'distill_losses.{name} uses recorder "{recorder}", but '
                     f'the recorders are {sorted(self.student_recorders)}')
             self.distill_losses[name] = MODELS.build(spec['loss'])

@@ -1,11 +1,12 @@
 """Forward hooks that record the output of a named sub-module."""
+import difflib
 from typing import Any, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
 
 def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
-    """Find ``model.<path>`` or raise a ``KeyError`` listing valid names.
+    """Find ``model.<path>`` or raise a ``ValueError`` listing valid names.
 
     Args:
         model (nn.Module): Model to search.
@@ -18,13 +19,12 @@ def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
     """
     modules = dict(model.named_modules())
     if path not in modules:
-        top = sorted({n.split('.')[0] for n in modules if n})
-        near = sorted(n for n in modules
-                      if n and n.startswith(path.rsplit('.', 1)[0]))[:20]
-        raise KeyError(
+        names = [n for n in modules if n]
+        top = sorted({n.split('.')[0] for n in names})
+        close = difflib.get_close_matches(path, names, n=5)
+        raise ValueError(
             f'Recorder source "{path}" is not a module of the {owner}. '
-            f'Top-level modules: {top}. Modules under the same parent: '
-            f'{near}')
+            f'Did you mean one of {close}? Top-level modules: {top}.')
     return modules[path]
 
 

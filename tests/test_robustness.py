@@ -1,0 +1,146 @@
+"""Bad input fails early with an error that names what to fix."""
+import pytest
+import torch
+from conftest import demo_batch
+from mmengine.optim import OptimWrapper
+
+from mmdet.registry import MODELS
+from pcka_det.models import build_detector
+
+STUDENT = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
+TEACHER = dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py')
+
+
+def distiller(**kwargs):
+    cfg = dict(
+        type='FeatureDistiller',
+        student=STUDENT,
+        teacher=TEACHER,
+        distill_losses=dict(
+            pcka_p3=dict(index=0, loss=dict(type='PatchCKALoss',
+                                            patch_size=4))))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+@pytest.fixture(scope='module')
+def teacher_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'teacher.pth'
+    teacher = build_detector(TEACHER)
+    torch.save(dict(meta={}, state_dict=teacher.state_dict()), path)
+    return path, teacher.state_dict()
+
+
+def test_teacher_checkpoint_is_loaded_exactly(teacher_file):
+    path, state = teacher_file
+    model = distiller(teacher_ckpt=str(path))
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_missing_teacher_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        distiller(teacher_ckpt=str(tmp_path / 'nope.pth'))
+
+
+def test_corrupt_teacher_checkpoint(tmp_path):
+    path = tmp_path / 'broken.pth'
+    path.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(RuntimeError, match='could not be read'):
+        distiller(teacher_ckpt=str(path))
+
+
+def test_teacher_checkpoint_of_another_architecture(tmp_path):
+    path = tmp_path / 'r18.pth'
+    torch.save(dict(state_dict=build_detector(STUDENT).state_dict()), path)
+    with pytest.raises(RuntimeError) as e:
+        distiller(teacher_ckpt=str(path))
+    msg = str(e.value)
+    assert 'does not match the teacher architecture' in msg
+    assert 'missing keys' in msg and 'backbone.layer' in msg
+
+
+def test_recorder_on_missing_module_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        distiller(recorders=dict(neck='nekc'))
+    assert 'nekc' in str(e.value) and "'neck'" in str(e.value)
+    assert "'backbone'" in str(e.value)
+
+
+def test_loss_on_unknown_recorder():
+    with pytest.raises(ValueError, match='recorder "fpn"'):
+        distiller(distill_losses=dict(
+            x=dict(recorder='fpn', loss=dict(type='PatchCKALoss'))))
+
+
+def test_level_index_out_of_range():
+    model = distiller(distill_losses=dict(
+        p9=dict(index=7, loss=dict(type='PatchCKALoss'))))
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    with pytest.raises(IndexError, match=r'produces 5 levels \(0..4\)'):
+        model(**data, mode='loss')
+
+
+def test_channel_mismatch_without_connector_suggests_one():
+    # a 64-wide student FPN against the 128-wide teacher
+    model = distiller(student=dict(STUDENT, neck=dict(out_channels=64),
+                                   bbox_head=dict(in_channels=64)))
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    with pytest.raises(ValueError, match='connector'):
+        model(**data, mode='loss')
+
+
+def test_connector_maps_student_width():
+    model = distiller(
+        student=dict(STUDENT, neck=dict(out_channels=64),
+                     bbox_head=dict(in_channels=64)),
+        distill_losses=dict(pcka_p3=dict(
+            index=0,
+            connector=dict(type='ConvConnector', in_channels=64,
+                           out_channels=128),
+            loss=dict(type='PatchCKALoss', patch_size=4))))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    conv = model.connectors['pcka_p3'].conv.weight.clone()
+    log = model.train_step(demo_batch(num_classes=6), optim)
+    assert torch.isfinite(log['loss_pcka_p3'])
+    assert not torch.equal(conv, model.connectors['pcka_p3'].conv.weight)
+
+
+@pytest.mark.parametrize('policy', ['skip', 'raise'])
+def test_nonfinite_distillation_loss(policy):
+    model = distiller(nonfinite=policy)
+    model.distill_losses['pcka_p3'].forward = \
+        lambda s, t: (s.sum() + t.sum()) * float('nan')
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    before = {k: v.clone() for k, v in model.student.state_dict().items()}
+    if policy == 'raise':
+        with pytest.raises(FloatingPointError, match='pcka_p3'):
+            model.train_step(demo_batch(num_classes=6), optim)
+        return
+    log = model.train_step(demo_batch(num_classes=6), optim)
+    assert log['loss_pcka_p3'] == 0
+    after = model.student.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values()
+               if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match='nonfinite'):
+        distiller(nonfinite='ignore')
+    with pytest.raises(ValueError, match='predict_with'):
+        distiller(predict_with='both')
+    with pytest.raises(ValueError, match='must be dict'):
+        distiller(distill_losses=dict(x=dict(type='PatchCKALoss')))
+    with pytest.raises(FileNotFoundError, match='nothere.py'):
+        distiller(teacher=dict(cfg_path='pcka_det::toy/nothere.py'))
+
+
+def test_predict_with_teacher_option():
+    model = distiller(predict_with='teacher').eval()
+    data = model.data_preprocessor(demo_batch(num_classes=6), False)
+    got = model(**data, mode='predict')
+    with torch.no_grad():
+        ref = model.teacher.predict(data['inputs'], data['data_samples'])
+    torch.testing.assert_close(got[0].pred_instances.scores,
+                               ref[0].pred_instances.scores)
