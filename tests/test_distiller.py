@@ -131,3 +131,20 @@ def test_export_rejects_plain_checkpoint(tmp_path):
     with pytest.raises(ValueError, match='no "student." weights'):
         export_student(str(path), str(tmp_path / 'out.pth'))
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_student_initialised_as_when_trained_alone():
+    from mmengine.runner import set_random_seed
+    student_cfg = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
+    set_random_seed(3)
+    alone = build_detector(student_cfg)
+    alone.init_weights()
+    set_random_seed(3)
+    with pytest.warns(UserWarning, match='teacher_ckpt is None'):
+        model = MODELS.build(dict(
+            type='FeatureDistiller', student=student_cfg,
+            teacher=dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py')))
+    model.init_weights()
+    a, b = alone.state_dict(), model.student.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -144,3 +144,20 @@ def test_predict_with_teacher_option():
         ref = model.teacher.predict(data['inputs'], data['data_samples'])
     torch.testing.assert_close(got[0].pred_instances.scores,
                                ref[0].pred_instances.scores)
+
+
+def test_recorder_on_backbone_stage_with_connector():
+    # half-width R18 layer3 has 128 channels, R50 layer3 has 1024
+    model = distiller(
+        recorders=dict(neck='neck', c4='backbone.layer3'),
+        distill_losses=dict(
+            pcka_c4=dict(
+                recorder='c4',
+                connector=dict(type='ConvConnector', in_channels=128,
+                               out_channels=1024),
+                loss=dict(type='PatchCKALoss', patch_size=2))))
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    losses = model(**data, mode='loss')
+    losses['loss_pcka_c4'].backward()
+    assert model.student.backbone.layer3[0].conv1.weight.grad.abs().sum() > 0
+    assert model.student.backbone.layer4[0].conv1.weight.grad is None

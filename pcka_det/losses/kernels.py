@@ -52,8 +52,13 @@ class _Alignment(torch.autograd.Function):
         if want_inter:
             m = _bmm_t(x, y) / (tx * ty).sqrt()[:, None, None]
             inter = m.square().sum((1, 2)) / den
-        ctx.save_for_backward(x, y, kx, ky, m, tx, ty, nx2, ny2, den, intra,
-                              inter)
+        # an input is kept for backward only for its own gradient or for the
+        # cross term of the other's: intra-only distillation keeps just x
+        gx, gy = ctx.needs_input_grad[:2]
+        keep_x = gx or (want_inter and gy)
+        keep_y = gy or (want_inter and gx)
+        ctx.save_for_backward(x if keep_x else None, y if keep_y else None,
+                              kx, ky, m, tx, ty, nx2, ny2, den, intra, inter)
         ctx.eps = eps
         empty = x.new_empty(0)
         return (empty if intra is None else intra,

@@ -105,7 +105,10 @@ class FeatureDistiller(BaseModel):
             data_preprocessor=student_model.data_preprocessor,
             init_cfg=init_cfg)
         self.student = student_model
-        teacher_model = build_detector(teacher)
+        # Building the teacher must not advance the global RNG: with the same
+        # seed the student is then initialised exactly as when trained alone.
+        with torch.random.fork_rng():
+            teacher_model = build_detector(teacher)
         if teacher_ckpt is None:
             warnings.warn('FeatureDistiller: teacher_ckpt is None, the '
                           'teacher keeps random weights. Use this only in '
