@@ -1,9 +1,11 @@
-"""Config preparation shared by tools/train.py, tools/test.py and the demo."""
+"""What tools/train.py, tools/test.py and the demo share."""
+import argparse
+import os
 import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .models.builder import resolve_config_path
@@ -40,3 +42,27 @@ def prepare_cfg(config: str,
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg.backend = 'gloo'
     return cfg
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """The flags train.py and test.py share with mmdet's tools."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runtime_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` as torch.distributed.launch does."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

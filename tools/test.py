@@ -9,17 +9,16 @@ Example:
     python tools/test.py mmdet_student_cfg.py student_last.pth --show-dir vis
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
 from pcka_det.compat import allow_mmengine_checkpoints
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
-from pcka_det.runtime import prepare_cfg
+from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
+                              prepare_cfg)
 
 
 def parse_args():
@@ -42,22 +41,8 @@ def parse_args():
         'to the work_dir/timestamp/show_dir')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runtime_args(parser)
+    return parse_runtime_args(parser)
 
 
 def main():

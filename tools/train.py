@@ -2,17 +2,15 @@
 
 Example:
     python tools/train.py configs/pcka/retina_r101_r50.py
-    python tools/train.py configs/toy/pcka_retina_r50_r18.py --work-dir w
+    python tools/train.py configs/toy/pcka_retinanet_r50_r18.py --work-dir w
 """
 import argparse
-import os
 import sys
-
-from mmengine.config import DictAction
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
 from pcka_det.compat import allow_mmengine_checkpoints
-from pcka_det.runtime import prepare_cfg
+from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
+                              prepare_cfg)
 
 
 def parse_args():
@@ -36,22 +34,8 @@ def parse_args():
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runtime_args(parser)
+    return parse_runtime_args(parser)
 
 
 def main():

@@ -2,9 +2,10 @@
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmdet.registry import MODELS
+from .base import AlignmentLoss
 from .kernels import DEFAULT_EPS, gram_alignments
 
 
@@ -42,7 +43,7 @@ def cka(x: Tensor,
 
 
 @MODELS.register_module()
-class CKALoss(nn.Module):
+class CKALoss(AlignmentLoss):
     """Linear CKA loss for logits or pooled features.
 
     ``loss = loss_weight * (intra_weight * (1 - intra)
@@ -63,12 +64,8 @@ class CKALoss(nn.Module):
                  centered: bool = True,
                  loss_weight: float = 1.0,
                  eps: float = DEFAULT_EPS) -> None:
-        super().__init__()
-        self.intra_weight = intra_weight
-        self.inter_weight = inter_weight
-        self.centered = centered
-        self.loss_weight = loss_weight
-        self.eps = eps
+        super().__init__(intra_weight, inter_weight, centered, loss_weight,
+                         eps)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """Compute the loss.
@@ -80,9 +77,5 @@ class CKALoss(nn.Module):
         Returns:
             Tensor: Scalar loss.
         """
-        intra, inter = cka(student, teacher, self.centered,
-                           self.inter_weight is not None, self.eps)
-        loss = self.intra_weight * (1 - intra)
-        if inter is not None:
-            loss = loss + self.inter_weight * (1 - inter)
-        return self.loss_weight * loss
+        return self.combine(*cka(student, teacher, self.centered,
+                                 self.with_inter, self.eps))

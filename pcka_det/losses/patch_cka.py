@@ -5,9 +5,10 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmdet.registry import MODELS
+from .base import AlignmentLoss
 from .kernels import DEFAULT_EPS, gram_alignments
 
 _warned = set()
@@ -114,7 +115,7 @@ def patch_cka(student: Tensor,
 
 
 @MODELS.register_module()
-class PatchCKALoss(nn.Module):
+class PatchCKALoss(AlignmentLoss):
     """PCKA distillation loss for one feature level.
 
     ``loss = loss_weight * (intra_weight * (1 - mean(intra))
@@ -139,15 +140,11 @@ class PatchCKALoss(nn.Module):
                  centered: bool = False,
                  loss_weight: float = 1.0,
                  eps: float = DEFAULT_EPS) -> None:
-        super().__init__()
+        super().__init__(intra_weight, inter_weight, centered, loss_weight,
+                         eps)
         if patch_size < 1:
             raise ValueError(f'patch_size must be >= 1, got {patch_size}')
         self.patch_size = patch_size
-        self.intra_weight = intra_weight
-        self.inter_weight = inter_weight
-        self.centered = centered
-        self.loss_weight = loss_weight
-        self.eps = eps
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         """Compute the loss.
@@ -160,16 +157,9 @@ class PatchCKALoss(nn.Module):
         Returns:
             Tensor: Scalar loss (fp32).
         """
-        intra, inter = patch_cka(
+        return self.combine(*patch_cka(
             student_feat, teacher_feat, self.patch_size, self.centered,
-            inter=self.inter_weight is not None, eps=self.eps)
-        loss = self.intra_weight * (1 - intra.mean())
-        if inter is not None:
-            loss = loss + self.inter_weight * (1 - inter.mean())
-        return self.loss_weight * loss
+            inter=self.with_inter, eps=self.eps))
 
     def extra_repr(self) -> str:
-        return (f'patch_size={self.patch_size}, '
-                f'intra_weight={self.intra_weight}, '
-                f'inter_weight={self.inter_weight}, '
-                f'centered={self.centered}')
+        return f'patch_size={self.patch_size}, ' + super().extra_repr()
