@@ -17,6 +17,8 @@ import numpy as np
 CLASSES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
 # Boxes are kept only if this fraction of the shape stays visible.
 MIN_VISIBLE = 0.35
+# Smallest RGB distance between a shape's colour and the pixels it covers.
+MIN_CONTRAST = 80.0
 
 
 @dataclass
@@ -113,7 +115,12 @@ def render_image(rng: np.random.RandomState, cfg: SyntheticConfig
         mask = _shape_mask(rng, CLASSES[cls], w, h, size)
         if mask.sum() < 4:
             continue
-        color = rng.uniform(0, 255, 3)
+        # keep shapes visible: re-draw colours too close to what is beneath
+        under = img[mask].mean(0)
+        for _ in range(10):
+            color = rng.uniform(0, 255, 3)
+            if np.linalg.norm(color - under) > MIN_CONTRAST:
+                break
         shade = rng.uniform(0.85, 1.15, (h, w, 1))  # uneven lighting
         img[mask] = np.clip(color[None] * shade[mask], 0, 255)
         owner[mask] = len(masks)

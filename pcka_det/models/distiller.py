@@ -2,7 +2,7 @@
 import copy
 import os.path as osp
 import warnings
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional
 
 import torch
 from mmengine.logging import MMLogger
@@ -246,14 +246,6 @@ class FeatureDistiller(BaseModel):
             zero = zero + sum(
                 p.sum() * 0 for p in self.connectors[name].parameters())
         return zero
-
-    def student_state_dict(self) -> Dict[str, Tensor]:
-        """The student's weights with plain mmdet keys."""
-        return self.student.state_dict()
-
-    @property
-    def with_neck(self) -> bool:
-        return self.student.with_neck
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(teacher={type(self.teacher).__name__}'
