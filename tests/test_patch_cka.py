@@ -189,7 +189,7 @@ def test_degenerate_cases_are_finite():
 
 
 def test_single_patch_warns_once():
-    module = importlib.import_module('pcka_det.losses.patch_cka')
+    module = importlib.import_module('pcka_det.losses.feature_pair')
     module._warned.discard('single_patch')
     with pytest.warns(UserWarning, match='single 16x16 patch'):
         patch_cka(torch.randn(2, 2, 7, 11), torch.randn(2, 2, 7, 11))

@@ -1,8 +1,12 @@
 from .cka import CKALoss, cka
+from .cwd import ChannelWiseDivergence, channel_kl
+from .fitnet import FeatureMSELoss
 from .kernels import gram_alignments
 from .patch_cka import PatchCKALoss, patch_cka, to_patches
+from .pkd import PKDLoss, pearson_channels
 
 __all__ = [
-    'CKALoss', 'cka', 'gram_alignments', 'PatchCKALoss',
-    'patch_cka', 'to_patches'
+    'CKALoss', 'cka', 'ChannelWiseDivergence', 'channel_kl',
+    'FeatureMSELoss', 'gram_alignments', 'PatchCKALoss', 'patch_cka',
+    'to_patches', 'PKDLoss', 'pearson_channels'
 ]

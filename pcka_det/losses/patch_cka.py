@@ -1,6 +1,5 @@
 """Patch-based CKA (PCKA, Zhou et al., IJCAI 2024) for dense features."""
 import math
-import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -9,37 +8,8 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
+from .feature_pair import align_feature_pair, warn_once
 from .kernels import DEFAULT_EPS, gram_alignments
-
-_warned = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, stacklevel=3)
-
-
-def check_feature_pair(student: Tensor, teacher: Tensor) -> None:
-    """Raise a ``ValueError`` naming both shapes if they cannot be compared.
-
-    Args:
-        student (Tensor): Student feature, expected ``(B, C, H, W)``.
-        teacher (Tensor): Teacher feature, expected ``(B, C, H, W)``.
-    """
-    shapes = (f'student {tuple(student.shape)}, '
-              f'teacher {tuple(teacher.shape)}')
-    if student.dim() != 4 or teacher.dim() != 4:
-        raise ValueError(f'PCKA expects 4D features (B, C, H, W); got {shapes}')
-    if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f'PCKA needs the same batch size; got {shapes}')
-    if student.shape[1] != teacher.shape[1]:
-        raise ValueError(
-            f'PCKA needs the same number of channels; got {shapes}. Add a '
-            f'connector (e.g. connector=dict(type="ConvConnector", '
-            f'in_channels={student.shape[1]}, '
-            f'out_channels={teacher.shape[1]})) to map the student width.')
-
 
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
     """Cut a feature map into patches, one row per patch, per channel.
@@ -91,21 +61,13 @@ def patch_cka(student: Tensor,
         tuple[Tensor, Tensor | None]: ``intra`` and ``inter`` similarities,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
-    check_feature_pair(student, teacher)
-    if student.shape[2:] != teacher.shape[2:]:
-        _warn_once(
-            f'resize{tuple(student.shape[2:])}{tuple(teacher.shape[2:])}',
-            f'PCKA: student feature {tuple(student.shape)} resized to the '
-            f'teacher size {tuple(teacher.shape[2:])}.')
-        student = F.interpolate(
-            student.float(), size=teacher.shape[2:], mode='bilinear',
-            align_corners=False)
+    student, teacher = align_feature_pair(student, teacher, 'PCKA')
     with torch.autocast(device_type=student.device.type, enabled=False):
         x = to_patches(student.float(), patch_size)
         y = to_patches(teacher.float(), patch_size)
         intra, inter_sim = gram_alignments(x, y, centered, inter, eps)
     if x.shape[1] == 1:
-        _warn_once(
+        warn_once(
             'single_patch',
             f'PCKA: a level of size {tuple(teacher.shape[2:])} gives a '
             f'single {patch_size}x{patch_size} patch; its intra term is '

@@ -1,0 +1,32 @@
+"""FitNet-style baseline: mean squared error between feature maps (Romero et
+al. 2015, "FitNets: Hints for Thin Deep Nets")."""
+import torch
+from torch import Tensor, nn
+
+from mmdet.registry import MODELS
+from .feature_pair import align_feature_pair
+
+
+@MODELS.register_module()
+class FeatureMSELoss(nn.Module):
+    """``loss_weight * mean((student - teacher)^2)`` over all elements.
+
+    A student of another width needs a connector (the FitNet "regressor").
+
+    Args:
+        loss_weight (float): Multiplier. Defaults to 1.0.
+    """
+
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+        """Args: ``(B, C, H, W)`` student and teacher features.
+
+        Returns:
+            Tensor: Scalar loss (fp32).
+        """
+        s, t = align_feature_pair(student_feat, teacher_feat, 'FitNet')
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            return self.loss_weight * (s.float() - t.float()).pow(2).mean()
