@@ -63,7 +63,7 @@ if __name__ == '__main__':
             'mmdet>=3.0.0,<3.4.0', 'pycocotools', 'matplotlib'
         ],
         extras_require={
-            'mmrazor': ['mmrazor==1.0.0'],
+            'mmrazor': ['mmrazor==1.0.0', 'ordered-set', 'joblib'],
             'tests': ['pytest'],
         },
         zip_safe=False)

@@ -14,11 +14,11 @@ fi
 
 have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 
-# torch first: mmcv compiles against it. numpy<2 because mmcv 2.1 / mmdet 3.3
-# predate numpy 2. setuptools<81 keeps pkg_resources, which mmcv's setup.py
-# and mmengine import.
-have "import torch, numpy, ninja; assert torch.__version__.startswith('2.13.0') and numpy.__version__ < '2'" \
-  || $PIP install torch==2.13.0 'numpy<2' ninja 'setuptools<81' wheel
+# torch first: mmcv compiles against it. setuptools<81 keeps pkg_resources,
+# which mmcv's setup.py and mmengine import. numpy is left unpinned: mmdet's
+# opencv-python needs numpy 2, and mmcv/mmdet run with it.
+have "import torch, numpy, ninja, pkg_resources; assert torch.__version__.startswith('2.13.0')" \
+  || $PIP install torch==2.13.0 numpy ninja 'setuptools<81' wheel
 
 # mmcv 2.1.0 has no wheel on PyPI for this torch: build it from source, once
 # (pip caches the wheel, so later venvs take seconds).
@@ -34,6 +34,11 @@ fi
 
 have "import mmengine, mmdet, pycocotools, pytest, matplotlib; assert mmengine.__version__ == '0.10.7' and mmdet.__version__ == '3.3.0'" \
   || $PIP install mmengine==0.10.7 mmdet==3.3.0 pycocotools pytest matplotlib
+
+# The optional mmrazor extra, so the interop tests run too; joblib and
+# ordered-set are imported by mmrazor 1.0.0 but not all declared.
+have "import importlib.metadata as m, joblib, ordered_set; assert m.version('mmrazor') == '1.0.0'" \
+  || $PIP install mmrazor==1.0.0 ordered-set joblib
 
 have "import importlib.metadata as m; m.version('pcka-detection')" || $PIP install --no-build-isolation --no-deps -e "$ROOT"
 "$VENV/bin/python" -c "import pcka_det, mmdet, mmcv.ops; print('pcka_det', pcka_det.__version__, 'ready in', '$VENV')"

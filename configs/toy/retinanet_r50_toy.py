@@ -20,7 +20,7 @@ model = dict(
         stacked_convs=2,
         anchor_generator=dict(octave_base_scale=2)))
 
-max_epochs = 5
+max_epochs = 10
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
