@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
 from pcka_det.compat import allow_mmengine_checkpoints
+from pcka_det.datasets import check_dataloaders
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
@@ -53,6 +54,7 @@ def main():
     cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint
+    check_dataloaders(cfg, ['test_dataloader'])  # before any output
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 

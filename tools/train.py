@@ -9,6 +9,7 @@ import sys
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
 from pcka_det.compat import allow_mmengine_checkpoints
+from pcka_det.datasets import check_dataloaders
 from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
                               prepare_cfg)
 
@@ -66,6 +67,11 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    names = ['train_dataloader']
+    if cfg.get('val_cfg'):
+        names.append('val_dataloader')
+    check_dataloaders(cfg, names)  # before any output is written
 
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))
