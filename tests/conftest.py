@@ -37,3 +37,49 @@ def mmdet_scope():
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     yield
+
+
+# The toy distillation config the multi-process, resume and AMP tests train.
+TOY_DISTILL = osp.join(ROOT, 'configs', 'toy', 'pcka_retinanet_r50_r18.py')
+
+
+@pytest.fixture(scope='session')
+def tiny_coco(tmp_path_factory):
+    """A few synthetic COCO images (8 train, 4 val) shared by a session."""
+    from pcka_det.datasets import SyntheticConfig, generate_dataset
+    root = tmp_path_factory.mktemp('tiny_coco')
+    generate_dataset(str(root), SyntheticConfig(num_train=8, num_val=4))
+    return root
+
+
+@pytest.fixture(scope='session')
+def toy_teacher_ckpt(tmp_path_factory):
+    """A randomly initialised toy teacher saved as an mmdet checkpoint."""
+    from pcka_det.models import build_detector
+    cfg = Config.fromfile(TOY_DISTILL)
+    torch.manual_seed(0)
+    teacher = build_detector(cfg.model.teacher)
+    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
+    torch.save(dict(state_dict=teacher.state_dict()), path)
+    return path
+
+
+def toy_options(data_root, teacher_ckpt, **extra) -> dict:
+    """``--cfg-options`` that point the toy distillation config at a tiny
+    dataset and a saved teacher, with few iterations and no validation."""
+    root = str(data_root) + '/'
+    opts = {
+        'train_dataloader.dataset.data_root': root,
+        'val_dataloader.dataset.data_root': root,
+        'test_dataloader.dataset.data_root': root,
+        'val_evaluator.ann_file': root + 'annotations/instances_val.json',
+        'test_evaluator.ann_file': root + 'annotations/instances_val.json',
+        'model.teacher_ckpt': str(teacher_ckpt),
+        'train_dataloader.batch_size': 2,
+        'train_cfg.max_epochs': 1,
+        'train_cfg.val_interval': 100,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+    }
+    opts.update(extra)
+    return opts

@@ -1,0 +1,95 @@
+"""A pre-empted distillation run resumed with --resume ends where an
+uninterrupted run ends; checkpoints never hold the teacher."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TOY_DISTILL, toy_options
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from pcka_det.compat import allow_mmengine_checkpoints
+from pcka_det.runtime import prepare_cfg
+
+
+class Preempted(Exception):
+    pass
+
+
+class PreemptAfterEpoch(Hook):
+    """Stops training once epoch ``k`` and its checkpoint are done."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def after_train_epoch(self, runner):
+        if runner.epoch + 1 == self.k:
+            raise Preempted
+
+
+def _options(tiny_coco, teacher, epochs):
+    # No random flips: MMEngine does not restore the data pipeline's RNG on
+    # resume, so only a deterministic pipeline can reproduce bit for bit.
+    return toy_options(tiny_coco, teacher, **{
+        'train_cfg.max_epochs': epochs,
+        'train_dataloader.dataset.pipeline.3.prob': 0.0,
+        'randomness.seed': 0,
+    })
+
+
+def _to_args(opts):
+    return ['--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
+
+
+def _train_cli(work_dir, opts, *extra):
+    out = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'), TOY_DISTILL,
+         '--work-dir', str(work_dir), *extra, *_to_args(opts)],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _student(ckpt):
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    return {k[len('student.'):]: v for k, v in state['state_dict'].items()
+            if k.startswith('student.')}
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted_run(tmp_path, tiny_coco,
+                                          toy_teacher_ckpt):
+    allow_mmengine_checkpoints()
+    opts = _options(tiny_coco, toy_teacher_ckpt, epochs=2)
+    assert prepare_cfg(TOY_DISTILL, opts).train_dataloader.dataset.pipeline[
+        3].type == 'RandomFlip'
+
+    _train_cli(tmp_path / 'straight', opts)
+
+    # pre-empted after epoch 1 (of 2), then resumed from the CLI
+    cfg = prepare_cfg(TOY_DISTILL, opts, str(tmp_path / 'resumed'))
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(PreemptAfterEpoch(1), priority='LOWEST')
+    with pytest.raises(Preempted):
+        runner.train()
+    ckpt1 = torch.load(tmp_path / 'resumed' / 'epoch_1.pth',
+                       weights_only=False)
+    assert not any(k.startswith('teacher') for k in ckpt1['state_dict'])
+    assert not (tmp_path / 'resumed' / 'epoch_2.pth').exists()
+    out = _train_cli(tmp_path / 'resumed', opts, '--resume')
+    assert 'Resumed' in out.stdout + out.stderr or \
+        'resumed' in (out.stdout + out.stderr).lower()
+
+    straight = _student(tmp_path / 'straight' / 'epoch_2.pth')
+    resumed = _student(tmp_path / 'resumed' / 'epoch_2.pth')
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=1e-5,
+                                   atol=1e-6, msg=k)
+    # the student moved during epoch 2 (the comparison is not vacuous)
+    epoch1 = {k[len('student.'):]: v for k, v in ckpt1['state_dict'].items()
+              if k.startswith('student.')}
+    assert any(not torch.allclose(epoch1[k], straight[k])
+               for k in straight if straight[k].is_floating_point())
