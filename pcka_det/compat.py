@@ -15,3 +15,15 @@ import os
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load`` read MMEngine runner checkpoints in this process."""
     os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def allow_cpu_distributed() -> None:
+    """Let MMEngine's ``pytorch`` launcher start on a machine without CUDA.
+
+    MMEngine 0.10.7 calls ``torch.cuda.set_device(local_rank)`` before
+    ``init_process_group`` whatever the backend; with a CPU-only torch that
+    raises. Without CUDA there is no device to select, so it becomes a no-op.
+    """
+    import torch
+    if not torch.cuda.is_available():
+        torch.cuda.set_device = lambda device: None

@@ -8,6 +8,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+from .compat import allow_cpu_distributed
 from .models.builder import resolve_config_path
 
 
@@ -38,9 +39,18 @@ def prepare_cfg(config: str,
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config.split('::')[-1]))[0])
     if launcher != 'none' and not torch.cuda.is_available():
-        # NCCL needs GPUs; gloo runs the same code on CPUs.
+        # NCCL needs GPUs; gloo runs the same code on CPUs, where DDP must
+        # not be given device ids.
+        allow_cpu_distributed()
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg.backend = 'gloo'
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel',
+                device_ids=None,
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters',
+                                               False))
     return cfg
 
 
