@@ -22,6 +22,34 @@ def _is_url(path: str) -> bool:
                             'torchvision://', 'modelzoo://'))
 
 
+def state_dict_mismatch(model: nn.Module,
+                        state: Dict[str, Tensor]) -> Optional[str]:
+    """Describe how ``state`` fails to fit ``model``; None if it fits.
+
+    Args:
+        model (nn.Module): The model to load into.
+        state (dict): A state dict with the model's own key names.
+
+    Returns:
+        str | None: Counts and first names of missing, unexpected and
+        shape-mismatched keys.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state)
+                        if tuple(own[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or mismatched):
+        return None
+
+    def head(keys):
+        return f'{keys[:8]}{" ..." if len(keys) > 8 else ""}'
+
+    return (f'{len(missing)} missing keys {head(missing)}, '
+            f'{len(unexpected)} unexpected keys {head(unexpected)}, '
+            f'{len(mismatched)} shape mismatches {head(mismatched)}')
+
+
 def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
     """Load ``path`` into ``teacher`` strictly, failing with clear messages.
 
@@ -42,23 +70,12 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
         raise RuntimeError(f'teacher_ckpt "{path}" holds no state_dict')
     state = {k[7:] if k.startswith('module.') else k: v
              for k, v in state.items()}
-    own = teacher.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state)
-                        if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or mismatched:
-
-        def head(keys):
-            return f'{keys[:8]}{" ..." if len(keys) > 8 else ""}'
-
+    problem = state_dict_mismatch(teacher, state)
+    if problem:
         raise RuntimeError(
             f'teacher_ckpt "{path}" does not match the teacher architecture: '
-            f'{len(missing)} missing keys {head(missing)}, '
-            f'{len(unexpected)} unexpected keys {head(unexpected)}, '
-            f'{len(mismatched)} shape mismatches {head(mismatched)}. '
-            'Check that the teacher config is the one the checkpoint was '
-            'trained with.')
+            f'{problem}. Check that the teacher config is the one the '
+            'checkpoint was trained with.')
     teacher.load_state_dict(state, strict=True)
 
 
