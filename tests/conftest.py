@@ -40,7 +40,7 @@ def mmdet_scope():
 
 
 # The toy distillation config the multi-process, resume and AMP tests train.
-TOY_DISTILL = osp.join(ROOT, 'configs', 'toy', 'pcka_retinanet_r50_r18.py')
+TOY_DISTILL = osp.join(ROOT, 'configs', 'toy', 'pcka_retinanet_r18_thin-r18_toy.py')
 
 
 @pytest.fixture(scope='session')

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from pcka_det.datasets import check_dataloaders
 
-TOY = osp.join(ROOT, 'configs', 'toy', 'retinanet_r18_toy.py')
+TOY = osp.join(ROOT, 'configs', 'toy', 'retinanet_thin-r18_toy.py')
 
 
 def _cfg(root):

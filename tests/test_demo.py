@@ -11,11 +11,12 @@ def test_tiny_demo_pipeline(tmp_path):
     """The whole demo (data, teacher, student, PCKA student, COCO eval,
     table, figure) on a few images, one short epoch per stage."""
     work, data = tmp_path / 'work', tmp_path / 'data'
-    argv = ['--tiny', '--work-dir', str(work), '--data-root', str(data)]
+    argv = ['--tiny', '--work-dir', str(work), '--data-root', str(data),
+            '--methods', 'pcka', 'pkd']
     summary = demo.main(argv)
     results = json.loads((work / 'results.json').read_text())
     assert results['tiny'] is True
-    assert set(results['stages']) == {'teacher', 'student', 'pcka'}
+    assert set(results['stages']) == {'teacher', 'student', 'pcka', 'pkd'}
     for stage in results['stages'].values():
         assert set(stage['metrics']) == {'AP', 'AP50', 'AP75', 'APs', 'APm',
                                          'APl'}
@@ -24,6 +25,9 @@ def test_tiny_demo_pipeline(tmp_path):
     # the distilled run logged its distillation losses
     pcka = json.loads((work / 'pcka' / 'result.json').read_text())
     assert 'loss_pcka_p3' in pcka['losses']
+    pkd = json.loads((work / 'pkd' / 'result.json').read_text())
+    assert 'loss_pkd_p3' in pkd['losses'] and 'loss_pcka_p3' not in pkd[
+        'losses']
     # the PCKA student is exported with plain keys, loadable weights-only
     student = torch.load(work / 'pcka' / 'model.pth', weights_only=True)
     assert any(k.startswith('backbone.') for k in student['state_dict'])

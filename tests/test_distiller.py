@@ -138,7 +138,7 @@ def test_export_rejects_plain_checkpoint(tmp_path):
 
 def test_student_initialised_as_when_trained_alone():
     from mmengine.runner import set_random_seed
-    student_cfg = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
+    student_cfg = dict(cfg_path='pcka_det::toy/retinanet_thin-r18_toy.py')
     set_random_seed(3)
     alone = build_detector(student_cfg)
     alone.init_weights()
@@ -146,7 +146,7 @@ def test_student_initialised_as_when_trained_alone():
     with pytest.warns(UserWarning, match='teacher_ckpt is None'):
         model = MODELS.build(dict(
             type='FeatureDistiller', student=student_cfg,
-            teacher=dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py')))
+            teacher=dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')))
     model.init_weights()
     a, b = alone.state_dict(), model.student.state_dict()
     assert a.keys() == b.keys()

@@ -13,7 +13,7 @@ def _toy_detector(depth):
     from mmengine.config import Config
 
     from pcka_det.models.builder import load_model_cfg
-    cfg = load_model_cfg(dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py'))
+    cfg = load_model_cfg(dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py'))
     cfg.backbone.depth = depth
     cfg.neck.in_channels = [64, 128, 256, 512] if depth < 50 else \
         [256, 512, 1024, 2048]

@@ -7,8 +7,8 @@ from mmengine.optim import OptimWrapper
 from mmdet.registry import MODELS
 from pcka_det.models import build_detector
 
-STUDENT = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
-TEACHER = dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py')
+STUDENT = dict(cfg_path='pcka_det::toy/retinanet_thin-r18_toy.py')
+TEACHER = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
 
 
 def distiller(**kwargs):

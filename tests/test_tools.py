@@ -50,7 +50,7 @@ def test_configs_ship_inside_the_package():
 
 def test_train_amp_on_cpu_stops_with_message(tmp_path):
     out = run([sys.executable, osp.join(ROOT, 'tools', 'train.py'),
-               osp.join(ROOT, 'configs', 'toy', 'retinanet_r18_toy.py'),
+               osp.join(ROOT, 'configs', 'toy', 'retinanet_thin-r18_toy.py'),
                '--amp', '--work-dir', str(tmp_path / 'w')], cwd=tmp_path)
     assert out.returncode != 0
     assert '--amp needs a CUDA GPU' in out.stderr

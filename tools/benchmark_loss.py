@@ -10,12 +10,11 @@ Example:
 """
 import argparse
 import json
-import resource
-import subprocess
 import sys
-import time
 
 import torch
+
+from pcka_det.benchmark import run_isolated
 
 LEVELS = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 
@@ -51,34 +50,20 @@ def step(impl, feats, patch_size, inter):
 
 def worker(args):
     """Measure one (impl, inter) configuration; print a JSON line."""
+    from pcka_det.benchmark import measure
     torch.set_num_threads(args.threads) if args.threads else None
     dev = torch.device(args.device)
     feats = make_inputs(args.batch, args.channels, dev)
-    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    if dev.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step(args.impl, feats, args.patch_size, args.inter)  # warm-up and peak
-    sync()
-    if dev.type == 'cuda':
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    repeats = args.repeats if args.impl == 'ours' else args.ref_repeats
-    times = []
-    for _ in range(repeats):
+
+    def one_step():
         for s, _t in feats:
             s.grad = None
-        sync()
-        start = time.perf_counter()
-        value = step(args.impl, feats, args.patch_size, args.inter)
-        sync()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    print(json.dumps(dict(time=times[len(times) // 2], peak=peak,
-                          value=float(value))))
+        return step(args.impl, feats, args.patch_size, args.inter)
+
+    repeats = args.repeats if args.impl == 'ours' else args.ref_repeats
+    r = measure(one_step, repeats, dev)
+    print(json.dumps(dict(time=r['time'], peak=r['peak'],
+                          value=float(r['result']))))
 
 
 def main():
@@ -108,9 +93,7 @@ def main():
         for impl in ('ours', 'reference'):
             cmd = [sys.executable, __file__, '--impl', impl] + common
             cmd += ['--inter'] if inter else []
-            out = subprocess.run(cmd, check=True, capture_output=True,
-                                 text=True).stdout.strip().splitlines()[-1]
-            results[(impl, inter)] = json.loads(out)
+            results[(impl, inter)] = run_isolated(cmd)
 
     print(f'PCKA loss, RetinaNet FPN P3-P7 {LEVELS}, B={args.batch}, '
           f'C={args.channels}, patch {args.patch_size}, device '

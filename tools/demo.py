@@ -21,12 +21,18 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-STAGES = [
+BASE_STAGES = [
     # name, config, description
-    ('teacher', 'configs/toy/retinanet_r50_toy.py', 'Teacher R50'),
-    ('student', 'configs/toy/retinanet_r18_toy.py', 'Student R18/2'),
-    ('pcka', 'configs/toy/pcka_retinanet_r50_r18.py', 'Student + PCKA'),
+    ('teacher', 'configs/toy/retinanet_r18_toy.py', 'Teacher R18'),
+    ('student', 'configs/toy/retinanet_thin-r18_toy.py', 'Student R18/4'),
 ]
+# Distillation methods: same student, teacher, data, schedule and seed.
+METHODS = {
+    'pcka': 'PCKA',
+    'pkd': 'PKD',
+    'cwd': 'CWD',
+    'fitnet': 'FitNet',
+}
 METRICS = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'),
            ('AP75', 'bbox_mAP_75'), ('APs', 'bbox_mAP_s'),
            ('APm', 'bbox_mAP_m'), ('APl', 'bbox_mAP_l')]
@@ -40,11 +46,21 @@ def parse_args(argv=None):
     parser.add_argument('--fresh', action='store_true',
                         help='delete finished stages and data, start over')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--methods', nargs='+', default=['pcka'],
+                        choices=sorted(METHODS),
+                        help='distillation methods to compare')
     parser.add_argument('--tiny', action='store_true',
                         help='a few images and one short epoch per stage '
                         '(a smoke test of the pipeline, not a result)')
     parser.add_argument('--stage', help=argparse.SUPPRESS)  # worker mode
     return parser.parse_args(argv)
+
+
+def stages(methods) -> list:
+    """``(name, config, description)`` of every stage, in run order."""
+    return BASE_STAGES + [
+        (m, f'configs/toy/{m}_retinanet_r18_thin-r18_toy.py',
+         f'Student + {METHODS[m]}') for m in methods]
 
 
 def stage_overrides(args, name: str) -> dict:
@@ -61,7 +77,7 @@ def stage_overrides(args, name: str) -> dict:
         'randomness.seed': args.seed,
         'work_dir': osp.join(args.work_dir, name),
     }
-    if name == 'pcka':
+    if name in METHODS:
         opts['model.teacher_ckpt'] = osp.join(args.work_dir, 'teacher',
                                               'model.pth')
     if args.tiny:
@@ -85,7 +101,7 @@ def run_stage_worker(args) -> None:
     allow_mmengine_checkpoints()
 
     name = args.stage
-    config = dict((s[0], s[1]) for s in STAGES)[name]
+    config = {n: c for n, c, _ in stages(METHODS)}[name]
     opts = stage_overrides(args, name)
     cfg = prepare_cfg(osp.join(ROOT, config), opts)
     start = time.time()
@@ -96,7 +112,7 @@ def run_stage_worker(args) -> None:
     with open(osp.join(cfg.work_dir, 'last_checkpoint')) as f:
         last = f.read().strip()
     model_file = osp.join(cfg.work_dir, 'model.pth')
-    if name == 'pcka':
+    if name in METHODS:
         export_student(last, model_file)
     else:
         slim_checkpoint(last, model_file)
@@ -199,11 +215,11 @@ def iters_per_stage(args, config: str) -> int:
     return math.ceil(num_images / batch) * epochs
 
 
-def print_table(results: dict) -> str:
+def print_table(results: dict, order: list) -> str:
     header = (f'{"model":<16}' + ''.join(f'{k:>7}' for k, _ in METRICS) +
               f'{"train time":>12}')
     lines = [header, '-' * len(header)]
-    for name, _, desc in STAGES:
+    for name, _, desc in order:
         r = results[name]
         lines.append(f'{desc:<16}' + ''.join(
             f'{r["metrics"][k]:>7.1f}' for k, _ in METRICS) +
@@ -213,23 +229,23 @@ def print_table(results: dict) -> str:
     return table
 
 
-def plot(results: dict, path: str) -> None:
+def plot(results: dict, order: list, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, (ax_ap, ax_det, ax_kd) = plt.subplots(1, 3, figsize=(15, 4))
-    names = [desc for _, _, desc in STAGES]
+    fig, (ax_ap, ax_det, ax_kd) = plt.subplots(1, 3, figsize=(16, 4.2))
     keys = [k for k, _ in METRICS]
-    width = 0.8 / len(STAGES)
-    for j, (name, _, desc) in enumerate(STAGES):
+    width = 0.8 / len(order)
+    for j, (name, _, desc) in enumerate(order):
         vals = [results[name]['metrics'][k] for k in keys]
         ax_ap.bar([i + j * width for i in range(len(keys))], vals, width,
                   label=desc)
-    ax_ap.set_xticks([i + width for i in range(len(keys))], keys)
+    ax_ap.set_xticks([i + width * (len(order) - 1) / 2
+                      for i in range(len(keys))], keys)
     ax_ap.set_ylabel('COCO box AP (%)')
     ax_ap.set_title('Validation AP')
-    ax_ap.legend()
-    for name, _, desc in STAGES:
+    ax_ap.legend(fontsize=8)
+    for name, _, desc in order:
         curve = results[name]['losses']
         det = [(i, c + b) for (i, c), (_, b) in zip(
             curve.get('loss_cls', []), curve.get('loss_bbox', []))]
@@ -237,14 +253,25 @@ def plot(results: dict, path: str) -> None:
             ax_det.plot(*zip(*det), label=desc)
     ax_det.set_title('Detection loss (cls + bbox)')
     ax_det.set_xlabel('iteration')
-    ax_det.legend()
-    kd = results['pcka']['losses']
-    for key in sorted(k for k in kd if k.startswith('loss_pcka')):
-        ax_kd.plot(*zip(*kd[key]), label=key)
-    ax_kd.set_title('PCKA distillation losses')
+    ax_det.legend(fontsize=8)
+    # distillation losses, each relative to its first logged value, since
+    # the methods' scales differ
+    for name, _, desc in order:
+        if name not in METHODS:
+            continue
+        curve = results[name]['losses']
+        levels = [k for k in curve if k.startswith(f'loss_{name}')]
+        if not levels:
+            continue
+        total = [(i, sum(curve[k][n][1] for k in levels))
+                 for n, (i, _) in enumerate(curve[levels[0]])]
+        ax_kd.plot([i for i, _ in total],
+                   [v / max(total[0][1], 1e-12) for _, v in total],
+                   label=f'{desc} ({len(levels)} levels)')
+    ax_kd.set_title('Distillation loss / its initial value')
     ax_kd.set_xlabel('iteration')
-    ax_kd.legend()
-    fig.suptitle(' / '.join(names))
+    ax_kd.legend(fontsize=8)
+    fig.suptitle(' / '.join(desc for _, _, desc in order))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -258,14 +285,16 @@ def main(argv=None) -> dict:
         shutil.rmtree(args.work_dir, ignore_errors=True)
         shutil.rmtree(args.data_root, ignore_errors=True)
     ensure_data(args)
+    order = stages(args.methods)
     results = {}
-    for name, config, _ in STAGES:
+    for name, config, _ in order:
         results[name] = run_stage(args, name, iters_per_stage(args, config))
-    table = print_table(results)
+    table = print_table(results, order)
     fig_path = osp.join(args.work_dir, 'demo.png')
-    plot(results, fig_path)
+    plot(results, order, fig_path)
     summary = dict(
-        tiny=args.tiny, seed=args.seed, table=table, figure=fig_path,
+        tiny=args.tiny, seed=args.seed, methods=args.methods, table=table,
+        figure=fig_path,
         stages={n: {k: v for k, v in r.items() if k != 'losses'}
                 for n, r in results.items()})
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:

@@ -2,7 +2,7 @@
 
 Example:
     python tools/train.py configs/pcka/retina_r101_r50.py
-    python tools/train.py configs/toy/pcka_retinanet_r50_r18.py --work-dir w
+    python tools/train.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py --work-dir w
 """
 import argparse
 import sys

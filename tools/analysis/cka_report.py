@@ -8,7 +8,7 @@ student-level CKA matrix (images as samples, each level pooled to 4x4).
 Writes ``report.json`` and ``cka_report.png``.
 
 Example:
-    python tools/analysis/cka_report.py configs/toy/pcka_retinanet_r50_r18.py \\
+    python tools/analysis/cka_report.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py \\
         --teacher-ckpt work_dirs/demo/teacher/model.pth \\
         --student-ckpt work_dirs/demo/student/model.pth \\
             work_dirs/demo/pcka/model.pth --labels baseline pcka

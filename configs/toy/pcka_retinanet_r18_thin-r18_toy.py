@@ -1,9 +1,9 @@
-# PCKA: toy RetinaNet R50 teacher -> toy RetinaNet R18 student, with the
+# PCKA: toy RetinaNet R18 teacher -> quarter-width R18 student, with the
 # student's data, schedule and initialisation. The demo sets teacher_ckpt to
 # the teacher it trained; patches are 4 cells (P3 24x24 -> 36 patches) and 2
 # on the 3x3 P6, since 16-cell patches would leave one patch per level.
 _base_ = [
-    './retinanet_r18_toy.py',
+    './retinanet_thin-r18_toy.py',
     '../_base_/distill_runtime.py',
 ]
 
@@ -11,8 +11,8 @@ teacher_ckpt = 'work_dirs/demo/teacher/model.pth'
 model = dict(
     _delete_=True,
     type='FeatureDistiller',
-    student=dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py'),
-    teacher=dict(cfg_path='pcka_det::toy/retinanet_r50_toy.py'),
+    student=dict(cfg_path='pcka_det::toy/retinanet_thin-r18_toy.py'),
+    teacher=dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py'),
     teacher_ckpt=teacher_ckpt,
     recorders=dict(fpn='neck'),
     distill_losses={

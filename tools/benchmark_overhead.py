@@ -1,0 +1,181 @@
+"""Training overhead of distillation, measured side by side on one batch.
+
+For one or more distillation configs sharing a student, measures a training
+step (forward, backward, SGD update) of the student alone, the teacher's
+forward alone (backbone + neck under no_grad, as the distiller runs it), the
+distillation losses alone (forward + backward on recorded features), and a
+distiller training step per config. Each runs in a fresh process on the same
+random batch, so peak memory (peak RSS on a CPU, max allocated on a GPU) is
+its own. Teachers are random (no download); timing does not depend on
+weights.
+
+Example:
+    python tools/benchmark_overhead.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py
+    python tools/benchmark_overhead.py configs/pcka/retina_r101_r50.py \\
+        configs/baselines/pkd_retina_r101_r50.py --device cuda \\
+        --image-size 1333 800 --batch-size 2
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('configs', nargs='+', help='distillation configs')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--image-size', type=int, nargs=2, default=[192, 192],
+                        metavar=('W', 'H'))
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--item', help=argparse.SUPPRESS)  # worker mode
+    return parser.parse_args(argv)
+
+
+def build(config: str, device: torch.device):
+    """The distiller of ``config`` with a random teacher, no downloads."""
+    import warnings
+
+    from mmengine.config import Config
+
+    import pcka_det  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from pcka_det.models.builder import resolve_config_path
+    register_all_modules()
+    cfg = Config.fromfile(resolve_config_path(config))
+    cfg.model.teacher_ckpt = None
+    for side in ('student', 'teacher'):
+        cfg.model[side].setdefault('backbone', {})['init_cfg'] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return MODELS.build(cfg.model).to(device).train()
+
+
+def check_same_models(configs) -> None:
+    """The student/teacher rows are shared, so the configs must agree."""
+    from mmengine.config import Config
+
+    import pcka_det  # noqa: F401
+    from pcka_det.models.builder import resolve_config_path
+    models = [Config.fromfile(resolve_config_path(c)).model for c in configs]
+    for config, model in zip(configs[1:], models[1:]):
+        for side in ('student', 'teacher'):
+            if model[side].to_dict() != models[0][side].to_dict():
+                raise ValueError(
+                    f'{config} has another {side} than {configs[0]}; compare '
+                    'configs that share the student and the teacher.')
+
+
+def batch(args):
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(0)
+    w, h = args.image_size
+    return demo_mm_inputs(batch_size=args.batch_size,
+                          image_shapes=[(3, h, w)] * args.batch_size,
+                          num_items=[4] * args.batch_size, num_classes=6)
+
+
+def worker(args) -> None:
+    """Measure one item; print a JSON line."""
+    from mmengine.optim import OptimWrapper
+
+    from pcka_det.benchmark import measure
+    dev = torch.device(args.device)
+    kind, _, index = args.item.partition(':')
+    config = args.configs[int(index or 0)]
+    distiller = build(config, dev)
+    data = batch(args)
+
+    def sgd(params):
+        return OptimWrapper(torch.optim.SGD(params, lr=1e-5, momentum=0.9))
+
+    if kind == 'student':
+        model = distiller.student
+        optim = sgd(model.parameters())
+        fn = lambda: model.train_step(data, optim)  # noqa: E731
+    elif kind == 'teacher':
+        inputs = distiller.data_preprocessor(data, True)['inputs']
+        fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
+    elif kind == 'loss':
+        processed = distiller.data_preprocessor(data, True)
+        distiller.loss(**processed)  # fill the recorders once
+        pairs = []
+        for name, (rec, index) in distiller.loss_mappings.items():
+            s = distiller.student_recorders[rec].get(index).detach()
+            t = distiller.teacher_recorders[rec].get(index)
+            pairs.append((name, s.requires_grad_(), t))
+
+        def fn():
+            total = 0
+            for name, s, t in pairs:
+                s.grad = None
+                if name in distiller.connectors:
+                    s = distiller.connectors[name](s)
+                total = total + distiller.distill_losses[name](s, t)
+            total.backward()
+    else:  # the whole distiller
+        optim = sgd(distiller.parameters())
+        fn = lambda: distiller.train_step(data, optim)  # noqa: E731
+    r = measure(fn, args.repeats, dev)
+    print(json.dumps(dict(time=r['time'], peak=r['peak'])))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.item:
+        return worker(args)
+    from pcka_det.benchmark import run_isolated
+    check_same_models(args.configs)
+    base = [sys.executable, osp.abspath(__file__), *args.configs,
+            '--device', args.device, '--batch-size', str(args.batch_size),
+            '--image-size', *map(str, args.image_size), '--repeats',
+            str(args.repeats)]
+    results = {'student alone': run_isolated(base + ['--item', 'student']),
+               'teacher forward': run_isolated(base + ['--item', 'teacher'])}
+    for i, config in enumerate(args.configs):
+        name = osp.splitext(osp.basename(config))[0]
+        results[f'{name}: losses only'] = run_isolated(
+            base + ['--item', f'loss:{i}'])
+        results[f'{name}: distiller'] = run_isolated(
+            base + ['--item', f'distill:{i}'])
+
+    w, h = args.image_size
+    print(f'Training step, batch {args.batch_size} x {w}x{h}, device '
+          f'{args.device}, median of {args.repeats}')
+    header = f'{"":<44}{"time (ms)":>11}{"peak MiB":>10}{"x student":>11}'
+    print(header + '\n' + '-' * len(header))
+    student = results['student alone']
+    for name, r in results.items():
+        print(f'{name:<44}{r["time"] * 1e3:>11.1f}{r["peak"] / 2**20:>10.1f}'
+              f'{r["time"] / student["time"]:>10.2f}x')
+    summary = dict(results=results, breakdown={})
+    teacher = results['teacher forward']['time']
+    for config in args.configs:
+        name = osp.splitext(osp.basename(config))[0]
+        extra = results[f'{name}: distiller']['time'] - student['time']
+        loss = results[f'{name}: losses only']['time']
+        summary['breakdown'][name] = dict(
+            overhead_ratio=results[f'{name}: distiller']['time'] /
+            student['time'],
+            teacher_share=teacher / extra if extra > 0 else float('nan'),
+            loss_share=loss / extra if extra > 0 else float('nan'))
+        b = summary['breakdown'][name]
+        print(f'{name}: distiller step = {b["overhead_ratio"]:.2f}x the '
+              f'student step; of the extra {extra * 1e3:.0f} ms the teacher '
+              f'forward is {teacher * 1e3:.0f} ms ({b["teacher_share"]:.0%})'
+              f' and the losses {loss * 1e3:.1f} ms ({b["loss_share"]:.0%})')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+if __name__ == '__main__':
+    main()
