@@ -147,14 +147,14 @@ def test_predict_with_teacher_option():
 
 
 def test_recorder_on_backbone_stage_with_connector():
-    # half-width R18 layer3 has 128 channels, R50 layer3 has 1024
+    # the quarter-width R18 layer3 has 64 channels, the R18 teacher's 256
     model = distiller(
         recorders=dict(neck='neck', c4='backbone.layer3'),
         distill_losses=dict(
             pcka_c4=dict(
                 recorder='c4',
-                connector=dict(type='ConvConnector', in_channels=128,
-                               out_channels=1024),
+                connector=dict(type='ConvConnector', in_channels=64,
+                               out_channels=256),
                 loss=dict(type='PatchCKALoss', patch_size=2))))
     data = model.data_preprocessor(demo_batch(num_classes=6), True)
     losses = model(**data, mode='loss')

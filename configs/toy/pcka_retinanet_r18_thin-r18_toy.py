@@ -2,6 +2,10 @@
 # student's data, schedule and initialisation. The demo sets teacher_ckpt to
 # the teacher it trained; patches are 4 cells (P3 24x24 -> 36 patches) and 2
 # on the 3x3 P6, since 16-cell patches would leave one patch per level.
+# intra_weight 2, not the COCO 10: in this from-scratch, 8-epoch setting a
+# weight of 10 makes the PCKA terms 3-5x the detection loss, the gradient
+# clipping (max_norm 10) then shrinks the detection gradients, and the
+# student gained nothing (8.1 AP vs 8.3 alone; weight 2: 9.5, seed 0).
 _base_ = [
     './retinanet_thin-r18_toy.py',
     '../_base_/distill_runtime.py',
@@ -22,6 +26,6 @@ model = dict(
             loss=dict(
                 type='PatchCKALoss',
                 patch_size=4 if level < 3 else 2,
-                intra_weight=10.0))
+                intra_weight=2.0))
         for level in range(4)
     })
