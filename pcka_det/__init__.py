@@ -3,10 +3,16 @@
 Importing the package registers every component into MMDetection's
 registries, so a config only needs ``custom_imports=dict(imports=['pcka_det'])``.
 """
-from . import scope  # noqa: F401  (first: makes pcka_det:: resolvable)
-from . import datasets, hooks, losses, models  # noqa: F401  (registration)
-from .mmrazor_compat import register_in_mmrazor
-from .version import __version__
+import warnings
+
+# mmengine 0.10.7 imports pkg_resources, which setuptools<81 (needed to
+# build mmcv 2.1.0) flags as deprecated on every start; not actionable here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from . import scope  # noqa: E402,F401  (first: makes pcka_det:: resolvable)
+from . import datasets, hooks, losses, models  # noqa: E402,F401 (registers)
+from .mmrazor_compat import register_in_mmrazor  # noqa: E402
+from .version import __version__  # noqa: E402
 
 # With the mmrazor extra installed, our losses are in its registry too.
 register_in_mmrazor()
