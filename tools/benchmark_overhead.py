@@ -116,9 +116,7 @@ def worker(args) -> None:
             total = 0
             for name, s, t in pairs:
                 s.grad = None
-                if name in distiller.connectors:
-                    s = distiller.connectors[name](s)
-                total = total + distiller.distill_losses[name](s, t)
+                total = total + distiller.distill_loss(name, s, t)
             total.backward()
     else:  # the whole distiller
         optim = sgd(distiller.parameters())

@@ -241,12 +241,26 @@ class FeatureDistiller(BaseModel):
         for name, (rec, index) in self.loss_mappings.items():
             s_feat = self.student_recorders[rec].get(index)
             t_feat = self.teacher_recorders[rec].get(index)
-            if name in self.connectors:
-                s_feat = self.connectors[name](s_feat)
-            value = self.distill_losses[name](s_feat, t_feat)
+            value = self.distill_loss(name, s_feat, t_feat)
             losses[name if name.startswith('loss') else f'loss_{name}'] = \
                 self._guard_nonfinite(name, value)
         return losses
+
+    def distill_loss(self, name: str, s_feat: Tensor,
+                     t_feat: Tensor) -> Tensor:
+        """One distillation loss: the level's connector, if any, then its loss.
+
+        Args:
+            name (str): Key of ``distill_losses``.
+            s_feat (Tensor): Recorded student feature ``(B, C_s, H, W)``.
+            t_feat (Tensor): Recorded teacher feature ``(B, C_t, H, W)``.
+
+        Returns:
+            Tensor: Scalar loss.
+        """
+        if name in self.connectors:
+            s_feat = self.connectors[name](s_feat)
+        return self.distill_losses[name](s_feat, t_feat)
 
     def _guard_nonfinite(self, name: str, value: Tensor) -> Tensor:
         if torch.isfinite(value).all():
