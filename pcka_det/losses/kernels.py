@@ -13,7 +13,7 @@ and, transposing, the ``d x d`` forms when ``d < n``. The backward pass is
 written out by hand so that it costs two batched products per side instead
 of autograd's eight.
 """
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,75 +28,130 @@ def _bmm_t(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b.transpose(1, 2))
 
 
-class _Alignment(torch.autograd.Function):
-    """intra/inter alignment of ``x`` (G, n, d) and ``y`` (G, m, d).
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-group Frobenius inner product of ``(G, n, m)`` tensors, ``(G,)``.
 
-    Grams are divided by their (detached) traces: alignment is scale
+    A batched product rather than ``(a * b).sum()``: no ``(G, n, m)``
+    temporary.
+    """
+    g = a.shape[0]
+    return torch.bmm(a.reshape(g, 1, -1), b.reshape(g, -1, 1)).view(g)
+
+
+class GramScores(NamedTuple):
+    """Trace-normalised Grams of ``x`` (G, n, d), ``y`` and the scores.
+
+    ``kx = X X^T / tx``, ``ky = Y Y^T / ty``, ``mt = Y X^T / sqrt(tx ty)``
+    (None without the inter term); ``nx2``, ``ny2`` their squared norms,
+    ``den`` the clamped product of norms.
+    """
+    kx: Tensor
+    ky: Tensor
+    mt: Optional[Tensor]
+    tx: Tensor
+    ty: Tensor
+    nx2: Tensor
+    ny2: Tensor
+    den: Tensor
+    intra: Optional[Tensor]
+    inter: Optional[Tensor]
+
+
+def gram_scores(kx: Tensor, ky: Tensor, mt: Optional[Tensor],
+                want_intra: bool, eps: float) -> GramScores:
+    """Alignments from the raw Grams ``X X^T``, ``Y Y^T`` and ``Y X^T``.
+
+    The Grams are divided by their traces in place: alignment is scale
     invariant, so value and gradient are unchanged while every entry stays
     in [-1, 1], which rules out fp32 overflow for large activations.
     """
+    tx = kx.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
+    ty = ky.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
+    kx.div_(tx[:, None, None])
+    ky.div_(ty[:, None, None])
+    nx2, ny2 = _dot(kx, kx), _dot(ky, ky)
+    den = nx2.clamp_min(eps).sqrt() * ny2.clamp_min(eps).sqrt()
+    intra = _dot(kx, ky) / den if want_intra else None
+    inter = None
+    if mt is not None:
+        mt.div_((tx * ty).sqrt()[:, None, None])
+        inter = _dot(mt, mt) / den
+    return GramScores(kx, ky, mt, tx, ty, nx2, ny2, den, intra, inter)
+
+
+def grad_operators(s: GramScores, g_intra: Optional[Tensor],
+                   g_inter: Optional[Tensor], eps: float, of_x: bool,
+                   own_out: Optional[Tensor] = None,
+                   cross_out: Optional[Tensor] = None
+                   ) -> Tuple[Tensor, Optional[Tensor]]:
+    """Matrices that turn the inputs into the gradient of one side.
+
+    For ``of_x`` the gradient is ``own @ X + cross_t^T @ Y`` (and with the
+    roles swapped for ``y``); ``own`` is symmetric.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: ``own`` and ``cross_t``, each
+        ``(G, n, n)``; ``cross_t`` is None without the inter term.
+    """
+    # d sim / d x' = 2 (a Ky - b Kx) x' + c M y'   for x' = x / sqrt(tx)
+    a = torch.zeros_like(s.den)
+    b = torch.zeros_like(s.den)
+    c = torch.zeros_like(s.den)
+    if s.intra is not None and g_intra is not None:
+        a = a + g_intra / s.den
+        b = b + g_intra * s.intra
+    if s.inter is not None and g_inter is not None:
+        c = c + 2 * g_inter / s.den
+        b = b + g_inter * s.inter
+    k_own, k_other, n_own2, t_own = ((s.kx, s.ky, s.nx2, s.tx) if of_x else
+                                     (s.ky, s.kx, s.ny2, s.ty))
+    # a clamped norm is a constant: no gradient through it
+    inv = torch.where(n_own2 < eps, torch.zeros_like(n_own2),
+                      1 / n_own2.clamp_min(_TINY))
+    own = torch.mul(k_other, (2 * a / t_own)[:, None, None], out=own_out)
+    own.addcmul_(k_own, (-2 * b * inv / t_own)[:, None, None])
+    cross_t = None
+    if s.mt is not None:
+        mt = s.mt if of_x else s.mt.transpose(1, 2)
+        cross_t = torch.mul(mt, (c / (s.tx * s.ty).sqrt())[:, None, None],
+                            out=cross_out)
+    return own, cross_t
+
+
+class _Alignment(torch.autograd.Function):
+    """intra/inter alignment of ``x`` (G, n, d) and ``y`` (G, m, d)."""
 
     @staticmethod
     def forward(ctx, x, y, want_intra: bool, want_inter: bool, eps: float):
-        kx, ky = _bmm_t(x, x), _bmm_t(y, y)
-        tx = kx.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
-        ty = ky.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)
-        kx = kx / tx[:, None, None]
-        ky = ky / ty[:, None, None]
-        nx2 = kx.square().sum((1, 2))
-        ny2 = ky.square().sum((1, 2))
-        den = nx2.clamp_min(eps).sqrt() * ny2.clamp_min(eps).sqrt()
-        intra = inter = m = None
-        if want_intra:
-            intra = (kx * ky).sum((1, 2)) / den
-        if want_inter:
-            m = _bmm_t(x, y) / (tx * ty).sqrt()[:, None, None]
-            inter = m.square().sum((1, 2)) / den
+        s = gram_scores(_bmm_t(x, x), _bmm_t(y, y),
+                        _bmm_t(y, x) if want_inter else None, want_intra,
+                        eps)
         # an input is kept for backward only for its own gradient or for the
         # cross term of the other's: intra-only distillation keeps just x
         gx, gy = ctx.needs_input_grad[:2]
         keep_x = gx or (want_inter and gy)
         keep_y = gy or (want_inter and gx)
         ctx.save_for_backward(x if keep_x else None, y if keep_y else None,
-                              kx, ky, m, tx, ty, nx2, ny2, den, intra, inter)
+                              *s)
         ctx.eps = eps
         empty = x.new_empty(0)
-        return (empty if intra is None else intra,
-                empty if inter is None else inter)
+        return (empty if s.intra is None else s.intra,
+                empty if s.inter is None else s.inter)
 
     @staticmethod
     def backward(ctx, g_intra, g_inter):
-        x, y, kx, ky, m, tx, ty, nx2, ny2, den, intra, inter = \
-            ctx.saved_tensors
-        # d sim / d x' = 2 (a Ky - b Kx) x' + c M y'   for x' = x / sqrt(tx)
-        a = torch.zeros_like(den)
-        b = torch.zeros_like(den)
-        c = torch.zeros_like(den)
-        if intra is not None and g_intra is not None:
-            a = a + g_intra / den
-            b = b + g_intra * intra
-        if inter is not None and g_inter is not None:
-            c = c + 2 * g_inter / den
-            b = b + g_inter * inter
+        x, y, *saved = ctx.saved_tensors
+        s = GramScores(*saved)
 
-        def side(k_own, k_other, n_own2, t_own, t_other, own, other, cross):
-            # a clamped norm is a constant: no gradient through it
-            inv = torch.where(n_own2 < ctx.eps, torch.zeros_like(n_own2),
-                              1 / n_own2.clamp_min(_TINY))
-            coef = (2 * a)[:, None, None] * k_other - (2 * b * inv)[
-                :, None, None] * k_own
-            grad = torch.bmm(coef / t_own[:, None, None], own)
-            if cross is not None:
-                scale = (c / (t_own * t_other).sqrt())[:, None, None]
-                grad = torch.baddbmm(grad, cross * scale, other)
+        def side(of_x, own_in, other_in):
+            own, cross_t = grad_operators(s, g_intra, g_inter, ctx.eps, of_x)
+            grad = torch.bmm(own, own_in)
+            if cross_t is not None:
+                grad = torch.baddbmm(grad, cross_t.transpose(1, 2), other_in)
             return grad
 
-        gx = gy = None
-        if ctx.needs_input_grad[0]:
-            gx = side(kx, ky, nx2, tx, ty, x, y, m)
-        if ctx.needs_input_grad[1]:
-            gy = side(ky, kx, ny2, ty, tx, y, x,
-                      None if m is None else m.transpose(1, 2))
+        gx = side(True, x, y) if ctx.needs_input_grad[0] else None
+        gy = side(False, y, x) if ctx.needs_input_grad[1] else None
         return gx, gy, None, None, None
 
 

@@ -8,7 +8,9 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
+from ..ops import resize_patches_available
 from .feature_pair import align_feature_pair, warn_once
+from .fused_patches import FusedPatchAlignment
 from .kernels import DEFAULT_EPS, gram_alignments
 
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
@@ -62,11 +64,23 @@ def patch_cka(student: Tensor,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
     student, teacher = align_feature_pair(student, teacher, 'PCKA')
+    b, _, h, w = teacher.shape
+    n = math.ceil(h / patch_size) * math.ceil(w / patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
-        x = to_patches(student.float(), patch_size)
-        y = to_patches(teacher.float(), patch_size)
-        intra, inter_sim = gram_alignments(x, y, centered, inter, eps)
-    if x.shape[1] == 1:
+        student, teacher = student.float(), teacher.float()
+        if (not centered and n <= b * patch_size**2
+                and student.device.type == 'cpu'
+                and resize_patches_available()):
+            # the same alignments without materialising the patches
+            intra, inter_sim = FusedPatchAlignment.apply(
+                student.contiguous(), teacher.contiguous(), patch_size,
+                inter, eps)
+            inter_sim = inter_sim if inter else None
+        else:
+            intra, inter_sim = gram_alignments(
+                to_patches(student, patch_size),
+                to_patches(teacher, patch_size), centered, inter, eps)
+    if n == 1:
         warn_once(
             'single_patch',
             f'PCKA: a level of size {tuple(teacher.shape[2:])} gives a '

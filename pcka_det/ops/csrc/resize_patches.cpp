@@ -1,0 +1,184 @@
+// Fused "bilinear resize to a multiple of the patch size + cut into patches"
+// for CPU tensors, and its adjoint.
+//
+// PCKA resizes every (B, C, H, W) map to (u*p, v*p) and lays it out as
+// (C, u*v, B*p*p) rows of patches. With PyTorch ops that is an interpolate
+// plus a permute copy (and two more passes backward, one a scatter), each
+// over a map as large as the input. Here both directions are one separable
+// pass per plane that reads or writes the patch layout directly, for a
+// range of channels at a time, so callers can work in cache-sized chunks.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+// 1-D bilinear taps of F.interpolate(mode='bilinear', align_corners=False),
+// computed in the same precision PyTorch uses for this dtype.
+template <typename scalar_t>
+struct Taps {
+  std::vector<int64_t> i0, i1;
+  std::vector<scalar_t> w1;
+
+  Taps(int64_t in, int64_t out) : i0(out), i1(out), w1(out) {
+    const scalar_t scale = static_cast<scalar_t>(in) / out;
+    for (int64_t o = 0; o < out; ++o) {
+      scalar_t src = scale * (o + static_cast<scalar_t>(0.5)) -
+                     static_cast<scalar_t>(0.5);
+      if (src < 0) src = 0;
+      const int64_t a = std::min(static_cast<int64_t>(src), in - 1);
+      i0[o] = a;
+      i1[o] = a + (a < in - 1 ? 1 : 0);
+      w1[o] = std::min(std::max(src - static_cast<scalar_t>(a), scalar_t(0)),
+                       scalar_t(1));
+    }
+  }
+};
+
+struct Geometry {
+  int64_t B, C, H, W, p, u, v;
+};
+
+Geometry geometry(const torch::Tensor& feat, int64_t p) {
+  TORCH_CHECK(feat.dim() == 4, "expected (B, C, H, W), got ", feat.sizes());
+  TORCH_CHECK(p >= 1, "patch size must be >= 1, got ", p);
+  const int64_t H = feat.size(2), W = feat.size(3);
+  return {feat.size(0), feat.size(1), H, W, p, (H + p - 1) / p,
+          (W + p - 1) / p};
+}
+
+void check_patch_buffer(const torch::Tensor& buf, const Geometry& g,
+                        int64_t channels, const char* name) {
+  TORCH_CHECK(buf.dim() == 3 && buf.size(0) == channels &&
+                  buf.size(1) >= g.u * g.v && buf.size(2) == g.B * g.p * g.p,
+              name, " must be (", channels, ", >= ", g.u * g.v, ", ",
+              g.B * g.p * g.p, "), got ", buf.sizes());
+  TORCH_CHECK(buf.device().is_cpu(), name, " must be on the CPU");
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
+                    int64_t c1, scalar_t* out, int64_t s_ch, int64_t s_row,
+                    int64_t s_col) {
+  const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
+  const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
+  at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> rows(g.H * V);  // the plane resized along W
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t c = job / g.B, b = job % g.B;
+      const scalar_t* plane = in + (b * g.C + c0 + c) * g.H * g.W;
+      for (int64_t y = 0; y < g.H; ++y) {
+        const scalar_t* r = plane + y * g.W;
+        scalar_t* t = rows.data() + y * V;
+        for (int64_t x = 0; x < V; ++x) {
+          const scalar_t a = r[tx.i0[x]];
+          t[x] = a + tx.w1[x] * (r[tx.i1[x]] - a);
+        }
+      }
+      scalar_t* oc = out + c * s_ch + b * pp * s_col;
+      for (int64_t y = 0; y < U; ++y) {
+        const scalar_t* r0 = rows.data() + ty.i0[y] * V;
+        const scalar_t* r1 = rows.data() + ty.i1[y] * V;
+        const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
+        scalar_t* o = oc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
+        for (int64_t pv = 0; pv < g.v; ++pv) {
+          scalar_t* op = o + pv * s_row;
+          const scalar_t* a0 = r0 + pv * g.p;
+          const scalar_t* a1 = r1 + pv * g.p;
+          for (int64_t k = 0; k < g.p; ++k)
+            op[k * s_col] = w0 * a0[k] + w1 * a1[k];
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
+                     int64_t s_col, const Geometry& g, int64_t c0, int64_t c1,
+                     scalar_t* gin) {
+  const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
+  const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
+  at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> rows(g.H * V);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t c = job / g.B, b = job % g.B;
+      std::fill(rows.begin(), rows.end(), scalar_t(0));
+      const scalar_t* gc = grad + c * s_ch + b * pp * s_col;
+      for (int64_t y = 0; y < U; ++y) {
+        scalar_t* r0 = rows.data() + ty.i0[y] * V;
+        scalar_t* r1 = rows.data() + ty.i1[y] * V;
+        const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
+        const scalar_t* gy =
+            gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
+        for (int64_t pv = 0; pv < g.v; ++pv) {
+          const scalar_t* gp = gy + pv * s_row;
+          scalar_t* a0 = r0 + pv * g.p;
+          scalar_t* a1 = r1 + pv * g.p;
+          for (int64_t k = 0; k < g.p; ++k) {
+            const scalar_t v = gp[k * s_col];
+            a0[k] += w0 * v;
+            a1[k] += w1 * v;
+          }
+        }
+      }
+      scalar_t* plane = gin + (b * g.C + c0 + c) * g.H * g.W;
+      std::fill(plane, plane + g.H * g.W, scalar_t(0));
+      for (int64_t y = 0; y < g.H; ++y) {
+        scalar_t* r = plane + y * g.W;
+        const scalar_t* t = rows.data() + y * V;
+        for (int64_t x = 0; x < V; ++x) {
+          r[tx.i0[x]] += (1 - tx.w1[x]) * t[x];
+          r[tx.i1[x]] += tx.w1[x] * t[x];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// Writes the patches of channels [c0, c1) of feat (B, C, H, W) into rows
+// [0, u*v) of out (c1 - c0, rows, B*p*p); out may be a strided view.
+void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
+                            int64_t c1, torch::Tensor out) {
+  const Geometry g = geometry(feat, p);
+  TORCH_CHECK(feat.is_contiguous() && feat.device().is_cpu(),
+              "feat must be a contiguous CPU tensor");
+  TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
+              ", ", c1, ") for ", g.C, " channels");
+  check_patch_buffer(out, g, c1 - c0, "out");
+  TORCH_CHECK(out.scalar_type() == feat.scalar_type(), "dtype mismatch");
+  AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "resize_patches_forward", [&] {
+    forward_kernel<scalar_t>(feat.data_ptr<scalar_t>(), g, c0, c1,
+                             out.data_ptr<scalar_t>(), out.stride(0),
+                             out.stride(1), out.stride(2));
+  });
+}
+
+// Adjoint of resize_patches_forward: overwrites channels [c0, c1) of
+// grad_in (B, C, H, W) with the gradient for grad (c1 - c0, rows, B*p*p).
+void resize_patches_backward(const torch::Tensor& grad, int64_t p, int64_t c0,
+                             int64_t c1, torch::Tensor grad_in) {
+  const Geometry g = geometry(grad_in, p);
+  TORCH_CHECK(grad_in.is_contiguous() && grad_in.device().is_cpu(),
+              "grad_in must be a contiguous CPU tensor");
+  TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
+              ", ", c1, ") for ", g.C, " channels");
+  check_patch_buffer(grad, g, c1 - c0, "grad");
+  TORCH_CHECK(grad.scalar_type() == grad_in.scalar_type(), "dtype mismatch");
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "resize_patches_backward", [&] {
+    backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), grad.stride(0),
+                              grad.stride(1), grad.stride(2), g, c0, c1,
+                              grad_in.data_ptr<scalar_t>());
+  });
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("resize_patches_forward", &resize_patches_forward,
+        "Resize channels [c0, c1) to multiples of p and cut into patches");
+  m.def("resize_patches_backward", &resize_patches_backward,
+        "Adjoint of resize_patches_forward");
+}
