@@ -37,6 +37,41 @@ struct Taps {
   }
 };
 
+// The adjoint of Taps as a gather: input i receives src[i * k + j] with
+// weight w[i * k + j], j < k (zero-weight padding), so nothing is written
+// twice and the inner loop has a fixed length.
+template <typename scalar_t>
+struct AdjointTaps {
+  int64_t k = 1;
+  std::vector<int64_t> src;
+  std::vector<scalar_t> w;
+
+  AdjointTaps(const Taps<scalar_t>& t, int64_t in) {
+    const int64_t out = static_cast<int64_t>(t.i0.size());
+    std::vector<int64_t> count(in, 0);
+    for (int64_t o = 0; o < out; ++o) {
+      ++count[t.i0[o]];
+      if (t.i1[o] != t.i0[o]) ++count[t.i1[o]];
+    }
+    for (int64_t i = 0; i < in; ++i) k = std::max(k, count[i]);
+    src.assign(in * k, 0);
+    w.assign(in * k, scalar_t(0));
+    std::fill(count.begin(), count.end(), 0);
+    auto add = [&](int64_t i, int64_t o, scalar_t weight) {
+      src[i * k + count[i]] = o;
+      w[i * k + count[i]++] = weight;
+    };
+    for (int64_t o = 0; o < out; ++o) {
+      if (t.i1[o] == t.i0[o]) {
+        add(t.i0[o], o, 1);  // both taps on the last input
+      } else {
+        add(t.i0[o], o, 1 - t.w1[o]);
+        add(t.i1[o], o, t.w1[o]);
+      }
+    }
+  }
+};
+
 struct Geometry {
   int64_t B, C, H, W, p, u, v;
 };
@@ -101,37 +136,54 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
                      scalar_t* gin) {
   const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
+  const AdjointTaps<scalar_t> ax(tx, g.W);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> rows(g.H * V);
+    std::vector<scalar_t> rows(g.H * V);  // the gradient of `rows` forward
+    std::vector<scalar_t> line(V);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t c = job / g.B, b = job % g.B;
       std::fill(rows.begin(), rows.end(), scalar_t(0));
       const scalar_t* gc = grad + c * s_ch + b * pp * s_col;
       for (int64_t y = 0; y < U; ++y) {
+        // gather the gradient of output row y, then one contiguous axpy
+        // per tap; the loop order keeps the gathered reads contiguous
+        const scalar_t* gy =
+            gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
+        if (s_row < s_col) {
+          for (int64_t k = 0; k < g.p; ++k)
+            for (int64_t pv = 0; pv < g.v; ++pv)
+              line[pv * g.p + k] = gy[k * s_col + pv * s_row];
+        } else {
+          for (int64_t pv = 0; pv < g.v; ++pv)
+            for (int64_t k = 0; k < g.p; ++k)
+              line[pv * g.p + k] = gy[k * s_col + pv * s_row];
+        }
         scalar_t* r0 = rows.data() + ty.i0[y] * V;
         scalar_t* r1 = rows.data() + ty.i1[y] * V;
         const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
-        const scalar_t* gy =
-            gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
-        for (int64_t pv = 0; pv < g.v; ++pv) {
-          const scalar_t* gp = gy + pv * s_row;
-          scalar_t* a0 = r0 + pv * g.p;
-          scalar_t* a1 = r1 + pv * g.p;
-          for (int64_t k = 0; k < g.p; ++k) {
-            const scalar_t v = gp[k * s_col];
-            a0[k] += w0 * v;
-            a1[k] += w1 * v;
-          }
-        }
+        for (int64_t x = 0; x < V; ++x) r0[x] += w0 * line[x];
+        for (int64_t x = 0; x < V; ++x) r1[x] += w1 * line[x];
       }
       scalar_t* plane = gin + (b * g.C + c0 + c) * g.H * g.W;
-      std::fill(plane, plane + g.H * g.W, scalar_t(0));
       for (int64_t y = 0; y < g.H; ++y) {
         scalar_t* r = plane + y * g.W;
         const scalar_t* t = rows.data() + y * V;
-        for (int64_t x = 0; x < V; ++x) {
-          r[tx.i0[x]] += (1 - tx.w1[x]) * t[x];
-          r[tx.i1[x]] += tx.w1[x] * t[x];
+        if (ax.k == 2) {
+          for (int64_t x = 0; x < g.W; ++x)
+            r[x] = ax.w[2 * x] * t[ax.src[2 * x]] +
+                   ax.w[2 * x + 1] * t[ax.src[2 * x + 1]];
+        } else if (ax.k == 3) {
+          for (int64_t x = 0; x < g.W; ++x)
+            r[x] = ax.w[3 * x] * t[ax.src[3 * x]] +
+                   ax.w[3 * x + 1] * t[ax.src[3 * x + 1]] +
+                   ax.w[3 * x + 2] * t[ax.src[3 * x + 2]];
+        } else {
+          for (int64_t x = 0; x < g.W; ++x) {
+            scalar_t acc = 0;
+            for (int64_t j = 0; j < ax.k; ++j)
+              acc += ax.w[x * ax.k + j] * t[ax.src[x * ax.k + j]];
+            r[x] = acc;
+          }
         }
       }
     }
