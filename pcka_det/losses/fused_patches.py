@@ -18,16 +18,19 @@ from .kernels import GramScores, grad_operators, gram_scores
 
 # Channels per chunk: the patch buffer of one chunk should stay in cache.
 _CHUNK_BYTES = 4 << 20
-# bmm is markedly faster when the patch count is a multiple of 8 (MKL
-# blocking); the extra rows are zero and change no Gram statistic.
+# bmm is markedly faster when a large patch count is a multiple of 8 (MKL
+# blocking; 77 -> 80 rows: 20.5 -> 15.8 ms on P3); the extra rows are zero
+# and change no Gram statistic. Small counts are left as they are.
 _ROW_ALIGN = 8
+_ALIGN_FROM = 16
 
 
 def _layout(feat: Tensor, patch_size: int) -> Tuple[int, int, int]:
     """Patch count ``n``, padded row count and patch width ``B * p * p``."""
     b, _, h, w = feat.shape
     n = -(-h // patch_size) * -(-w // patch_size)
-    return n, -(-n // _ROW_ALIGN) * _ROW_ALIGN, b * patch_size * patch_size
+    rows = -(-n // _ROW_ALIGN) * _ROW_ALIGN if n >= _ALIGN_FROM else n
+    return n, rows, b * patch_size * patch_size
 
 
 def _chunks(student: Tensor, teacher: Tensor, patch_size: int,
@@ -42,7 +45,9 @@ def _chunks(student: Tensor, teacher: Tensor, patch_size: int,
     channels = student.shape[1]
     step = max(1, min(channels,
                       _CHUNK_BYTES // (2 * rows * d * student.element_size())))
-    buf = student.new_zeros(step, 2 * rows, d)
+    buf = student.new_empty(step, 2, rows, d)
+    buf[:, :, n:] = 0
+    buf = buf.view(step, 2 * rows, d)
     for c0 in range(0, channels, step):
         c1 = min(channels, c0 + step)
         z = buf[:c1 - c0]

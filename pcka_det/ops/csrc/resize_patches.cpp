@@ -19,8 +19,17 @@ namespace {
 // computed in the same precision PyTorch uses for this dtype.
 template <typename scalar_t>
 struct Taps {
+  // Output o blends inputs i0[o] and i1[o] with weights 1 - w1[o], w1[o].
   std::vector<int64_t> i0, i1;
   std::vector<scalar_t> w1;
+  // Outputs [o, o + len) with i0 = j, j + 1, ... and i1 = i0 + 1: along a
+  // row such a run reads and writes contiguous memory, so it vectorises.
+  // Clamped outputs (i1 == i0, at the edges) form runs of length 1.
+  struct Run {
+    int64_t o, j, len;
+    bool clamped;
+  };
+  std::vector<Run> runs;
 
   Taps(int64_t in, int64_t out) : i0(out), i1(out), w1(out) {
     const scalar_t scale = static_cast<scalar_t>(in) / out;
@@ -34,40 +43,42 @@ struct Taps {
       w1[o] = std::min(std::max(src - static_cast<scalar_t>(a), scalar_t(0)),
                        scalar_t(1));
     }
-  }
-};
-
-// The adjoint of Taps as a gather: input i receives src[i * k + j] with
-// weight w[i * k + j], j < k (zero-weight padding), so nothing is written
-// twice and the inner loop has a fixed length.
-template <typename scalar_t>
-struct AdjointTaps {
-  int64_t k = 1;
-  std::vector<int64_t> src;
-  std::vector<scalar_t> w;
-
-  AdjointTaps(const Taps<scalar_t>& t, int64_t in) {
-    const int64_t out = static_cast<int64_t>(t.i0.size());
-    std::vector<int64_t> count(in, 0);
     for (int64_t o = 0; o < out; ++o) {
-      ++count[t.i0[o]];
-      if (t.i1[o] != t.i0[o]) ++count[t.i1[o]];
+      const bool clamped = i1[o] == i0[o];
+      if (!clamped && !runs.empty() && !runs.back().clamped &&
+          runs.back().j + runs.back().len == i0[o])
+        ++runs.back().len;
+      else
+        runs.push_back({o, i0[o], 1, clamped});
     }
-    for (int64_t i = 0; i < in; ++i) k = std::max(k, count[i]);
-    src.assign(in * k, 0);
-    w.assign(in * k, scalar_t(0));
-    std::fill(count.begin(), count.end(), 0);
-    auto add = [&](int64_t i, int64_t o, scalar_t weight) {
-      src[i * k + count[i]] = o;
-      w[i * k + count[i]++] = weight;
-    };
-    for (int64_t o = 0; o < out; ++o) {
-      if (t.i1[o] == t.i0[o]) {
-        add(t.i0[o], o, 1);  // both taps on the last input
-      } else {
-        add(t.i0[o], o, 1 - t.w1[o]);
-        add(t.i1[o], o, t.w1[o]);
+  }
+
+  // out[o] = (1 - w1) in[i0] + w1 in[i1] for every output of one row.
+  void resize_row(const scalar_t* in, scalar_t* out) const {
+    for (const Run& r : runs) {
+      const scalar_t* a = in + r.j;
+      const scalar_t* w = w1.data() + r.o;
+      scalar_t* o = out + r.o;
+      if (r.clamped) {
+        o[0] = a[0];
+        continue;
       }
+      for (int64_t k = 0; k < r.len; ++k) o[k] = a[k] + w[k] * (a[k + 1] - a[k]);
+    }
+  }
+
+  // in += adjoint of resize_row applied to grad (one row).
+  void accumulate_row_adjoint(const scalar_t* grad, scalar_t* in) const {
+    for (const Run& r : runs) {
+      const scalar_t* g = grad + r.o;
+      const scalar_t* w = w1.data() + r.o;
+      scalar_t* a = in + r.j;
+      if (r.clamped) {
+        a[0] += g[0];
+        continue;
+      }
+      for (int64_t k = 0; k < r.len; ++k) a[k] += (1 - w[k]) * g[k];
+      for (int64_t k = 0; k < r.len; ++k) a[k + 1] += w[k] * g[k];
     }
   }
 };
@@ -104,14 +115,8 @@ void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
     for (int64_t job = begin; job < end; ++job) {
       const int64_t c = job / g.B, b = job % g.B;
       const scalar_t* plane = in + (b * g.C + c0 + c) * g.H * g.W;
-      for (int64_t y = 0; y < g.H; ++y) {
-        const scalar_t* r = plane + y * g.W;
-        scalar_t* t = rows.data() + y * V;
-        for (int64_t x = 0; x < V; ++x) {
-          const scalar_t a = r[tx.i0[x]];
-          t[x] = a + tx.w1[x] * (r[tx.i1[x]] - a);
-        }
-      }
+      for (int64_t y = 0; y < g.H; ++y)
+        tx.resize_row(plane + y * g.W, rows.data() + y * V);
       scalar_t* oc = out + c * s_ch + b * pp * s_col;
       for (int64_t y = 0; y < U; ++y) {
         const scalar_t* r0 = rows.data() + ty.i0[y] * V;
@@ -136,7 +141,6 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
                      scalar_t* gin) {
   const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
-  const AdjointTaps<scalar_t> ax(tx, g.W);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> rows(g.H * V);  // the gradient of `rows` forward
     std::vector<scalar_t> line(V);
@@ -165,27 +169,9 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
         for (int64_t x = 0; x < V; ++x) r1[x] += w1 * line[x];
       }
       scalar_t* plane = gin + (b * g.C + c0 + c) * g.H * g.W;
-      for (int64_t y = 0; y < g.H; ++y) {
-        scalar_t* r = plane + y * g.W;
-        const scalar_t* t = rows.data() + y * V;
-        if (ax.k == 2) {
-          for (int64_t x = 0; x < g.W; ++x)
-            r[x] = ax.w[2 * x] * t[ax.src[2 * x]] +
-                   ax.w[2 * x + 1] * t[ax.src[2 * x + 1]];
-        } else if (ax.k == 3) {
-          for (int64_t x = 0; x < g.W; ++x)
-            r[x] = ax.w[3 * x] * t[ax.src[3 * x]] +
-                   ax.w[3 * x + 1] * t[ax.src[3 * x + 1]] +
-                   ax.w[3 * x + 2] * t[ax.src[3 * x + 2]];
-        } else {
-          for (int64_t x = 0; x < g.W; ++x) {
-            scalar_t acc = 0;
-            for (int64_t j = 0; j < ax.k; ++j)
-              acc += ax.w[x * ax.k + j] * t[ax.src[x * ax.k + j]];
-            r[x] = acc;
-          }
-        }
-      }
+      std::fill(plane, plane + g.H * g.W, scalar_t(0));
+      for (int64_t y = 0; y < g.H; ++y)
+        tx.accumulate_row_adjoint(rows.data() + y * V, plane + y * g.W);
     }
   });
 }
