@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace {
@@ -34,8 +35,10 @@ struct Taps {
   Taps(int64_t in, int64_t out) : i0(out), i1(out), w1(out) {
     const scalar_t scale = static_cast<scalar_t>(in) / out;
     for (int64_t o = 0; o < out; ++o) {
-      scalar_t src = scale * (o + static_cast<scalar_t>(0.5)) -
-                     static_cast<scalar_t>(0.5);
+      // fused multiply-add, as PyTorch's vectorised kernel computes it: a
+      // separate multiply rounds differently for some outputs
+      scalar_t src = std::fma(scale, o + static_cast<scalar_t>(0.5),
+                              static_cast<scalar_t>(-0.5));
       if (src < 0) src = 0;
       const int64_t a = std::min(static_cast<int64_t>(src), in - 1);
       i0[o] = a;
