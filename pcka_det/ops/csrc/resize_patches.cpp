@@ -109,8 +109,7 @@ void check_patch_buffer(const torch::Tensor& buf, const Geometry& g,
 
 template <typename scalar_t>
 void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
-                    int64_t c1, scalar_t* out, int64_t s_ch, int64_t s_row,
-                    int64_t s_col) {
+                    int64_t c1, scalar_t* out, int64_t s_ch, int64_t s_row) {
   const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
@@ -120,18 +119,17 @@ void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
       const scalar_t* plane = in + (b * g.C + c0 + c) * g.H * g.W;
       for (int64_t y = 0; y < g.H; ++y)
         tx.resize_row(plane + y * g.W, rows.data() + y * V);
-      scalar_t* oc = out + c * s_ch + b * pp * s_col;
+      scalar_t* oc = out + c * s_ch + b * pp;
       for (int64_t y = 0; y < U; ++y) {
-        const scalar_t* r0 = rows.data() + ty.i0[y] * V;
-        const scalar_t* r1 = rows.data() + ty.i1[y] * V;
+        const scalar_t* __restrict__ r0 = rows.data() + ty.i0[y] * V;
+        const scalar_t* __restrict__ r1 = rows.data() + ty.i1[y] * V;
         const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
-        scalar_t* o = oc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
+        scalar_t* o = oc + (y / g.p) * g.v * s_row + (y % g.p) * g.p;
         for (int64_t pv = 0; pv < g.v; ++pv) {
-          scalar_t* op = o + pv * s_row;
-          const scalar_t* a0 = r0 + pv * g.p;
-          const scalar_t* a1 = r1 + pv * g.p;
+          scalar_t* __restrict__ op = o + pv * s_row;
+          const int64_t x0 = pv * g.p;
           for (int64_t k = 0; k < g.p; ++k)
-            op[k * s_col] = w0 * a0[k] + w1 * a1[k];
+            op[k] = w0 * r0[x0 + k] + w1 * r1[x0 + k];
         }
       }
     }
@@ -182,7 +180,8 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
 }  // namespace
 
 // Writes the patches of channels [c0, c1) of feat (B, C, H, W) into rows
-// [0, u*v) of out (c1 - c0, rows, B*p*p); out may be a strided view.
+// [0, u*v) of out (c1 - c0, rows, B*p*p); out may be a view whose last
+// dimension is contiguous.
 void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
                             int64_t c1, torch::Tensor out) {
   const Geometry g = geometry(feat, p);
@@ -191,11 +190,12 @@ void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
   TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
               ", ", c1, ") for ", g.C, " channels");
   check_patch_buffer(out, g, c1 - c0, "out");
+  TORCH_CHECK(out.stride(2) == 1, "out must be contiguous in its last dim");
   TORCH_CHECK(out.scalar_type() == feat.scalar_type(), "dtype mismatch");
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "resize_patches_forward", [&] {
     forward_kernel<scalar_t>(feat.data_ptr<scalar_t>(), g, c0, c1,
                              out.data_ptr<scalar_t>(), out.stride(0),
-                             out.stride(1), out.stride(2));
+                             out.stride(1));
   });
 }
 
