@@ -153,3 +153,17 @@ def test_patch_cka_takes_the_fused_path_with_the_same_result(monkeypatch):
     torch.testing.assert_close(intra, ref_intra)
     torch.testing.assert_close(inter, ref_inter)
     torch.testing.assert_close(grad, s.grad)
+
+
+def test_backward_under_autocast_stays_fp32():
+    # mmdet's AMP wrappers call backward inside the autocast context
+    s, t = _maps(2, 4, 40, 56, dtype=torch.float32)
+    x = s.clone().requires_grad_()
+    intra, inter = patch_cka(x, t, 16)
+    (intra.mean() + inter.mean()).backward()
+    y = s.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        intra, inter = patch_cka(y, t, 16)
+        (intra.mean() + inter.mean()).backward()
+    assert y.grad.dtype == torch.float32
+    torch.testing.assert_close(y.grad, x.grad)

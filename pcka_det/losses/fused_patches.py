@@ -86,6 +86,12 @@ class FusedPatchAlignment(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_intra: Optional[Tensor], g_inter: Optional[Tensor]):
+        # fp32 like forward, also when backward is called under autocast
+        with torch.autocast(device_type='cpu', enabled=False):
+            return FusedPatchAlignment._backward(ctx, g_intra, g_inter)
+
+    @staticmethod
+    def _backward(ctx, g_intra: Optional[Tensor], g_inter: Optional[Tensor]):
         student, teacher, *saved = ctx.saved_tensors
         s = GramScores(*saved)
         p, rows = ctx.patch_size, s.kx.shape[1]

@@ -154,8 +154,10 @@ class _Alignment(torch.autograd.Function):
                 grad = torch.baddbmm(grad, cross_t.transpose(1, 2), other_in)
             return grad
 
-        gx = side(True, x, y) if ctx.needs_input_grad[0] else None
-        gy = side(False, y, x) if ctx.needs_input_grad[1] else None
+        # fp32 like forward, also when backward is called under autocast
+        with torch.autocast(device_type=s.den.device.type, enabled=False):
+            gx = side(True, x, y) if ctx.needs_input_grad[0] else None
+            gy = side(False, y, x) if ctx.needs_input_grad[1] else None
         return gx, gy, None, None, None
 
 

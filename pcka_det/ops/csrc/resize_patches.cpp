@@ -90,21 +90,30 @@ struct Geometry {
   int64_t B, C, H, W, p, u, v;
 };
 
-Geometry geometry(const torch::Tensor& feat, int64_t p) {
-  TORCH_CHECK(feat.dim() == 4, "expected (B, C, H, W), got ", feat.sizes());
+// Geometry of `map` (B, C, H, W), checking a call on channels [c0, c1)
+// with the patch tensor `patches` (c1 - c0, rows >= u*v, B*p*p).
+Geometry checked_geometry(const torch::Tensor& map, int64_t p, int64_t c0,
+                          int64_t c1, const torch::Tensor& patches,
+                          const char* map_name, const char* patches_name) {
+  TORCH_CHECK(map.dim() == 4, map_name, " must be (B, C, H, W), got ",
+              map.sizes());
+  TORCH_CHECK(map.is_contiguous() && map.device().is_cpu(), map_name,
+              " must be a contiguous CPU tensor");
   TORCH_CHECK(p >= 1, "patch size must be >= 1, got ", p);
-  const int64_t H = feat.size(2), W = feat.size(3);
-  return {feat.size(0), feat.size(1), H, W, p, (H + p - 1) / p,
-          (W + p - 1) / p};
-}
-
-void check_patch_buffer(const torch::Tensor& buf, const Geometry& g,
-                        int64_t channels, const char* name) {
-  TORCH_CHECK(buf.dim() == 3 && buf.size(0) == channels &&
-                  buf.size(1) >= g.u * g.v && buf.size(2) == g.B * g.p * g.p,
-              name, " must be (", channels, ", >= ", g.u * g.v, ", ",
-              g.B * g.p * g.p, "), got ", buf.sizes());
-  TORCH_CHECK(buf.device().is_cpu(), name, " must be on the CPU");
+  const int64_t H = map.size(2), W = map.size(3);
+  const Geometry g{map.size(0), map.size(1), H, W, p, (H + p - 1) / p,
+                   (W + p - 1) / p};
+  TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
+              ", ", c1, ") for ", g.C, " channels");
+  TORCH_CHECK(patches.dim() == 3 && patches.size(0) == c1 - c0 &&
+                  patches.size(1) >= g.u * g.v &&
+                  patches.size(2) == g.B * g.p * g.p,
+              patches_name, " must be (", c1 - c0, ", >= ", g.u * g.v, ", ",
+              g.B * g.p * g.p, "), got ", patches.sizes());
+  TORCH_CHECK(patches.device().is_cpu() &&
+                  patches.scalar_type() == map.scalar_type(),
+              patches_name, " must be a CPU tensor of ", map_name, "'s dtype");
+  return g;
 }
 
 template <typename scalar_t>
@@ -184,14 +193,8 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
 // dimension is contiguous.
 void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
                             int64_t c1, torch::Tensor out) {
-  const Geometry g = geometry(feat, p);
-  TORCH_CHECK(feat.is_contiguous() && feat.device().is_cpu(),
-              "feat must be a contiguous CPU tensor");
-  TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
-              ", ", c1, ") for ", g.C, " channels");
-  check_patch_buffer(out, g, c1 - c0, "out");
+  const Geometry g = checked_geometry(feat, p, c0, c1, out, "feat", "out");
   TORCH_CHECK(out.stride(2) == 1, "out must be contiguous in its last dim");
-  TORCH_CHECK(out.scalar_type() == feat.scalar_type(), "dtype mismatch");
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "resize_patches_forward", [&] {
     forward_kernel<scalar_t>(feat.data_ptr<scalar_t>(), g, c0, c1,
                              out.data_ptr<scalar_t>(), out.stride(0),
@@ -203,13 +206,8 @@ void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
 // grad_in (B, C, H, W) with the gradient for grad (c1 - c0, rows, B*p*p).
 void resize_patches_backward(const torch::Tensor& grad, int64_t p, int64_t c0,
                              int64_t c1, torch::Tensor grad_in) {
-  const Geometry g = geometry(grad_in, p);
-  TORCH_CHECK(grad_in.is_contiguous() && grad_in.device().is_cpu(),
-              "grad_in must be a contiguous CPU tensor");
-  TORCH_CHECK(0 <= c0 && c0 < c1 && c1 <= g.C, "bad channel range [", c0,
-              ", ", c1, ") for ", g.C, " channels");
-  check_patch_buffer(grad, g, c1 - c0, "grad");
-  TORCH_CHECK(grad.scalar_type() == grad_in.scalar_type(), "dtype mismatch");
+  const Geometry g =
+      checked_geometry(grad_in, p, c0, c1, grad, "grad_in", "grad");
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "resize_patches_backward", [&] {
     backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), grad.stride(0),
                               grad.stride(1), grad.stride(2), g, c0, c1,
