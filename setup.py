@@ -77,7 +77,8 @@ if __name__ == '__main__':
         include_package_data=True,
         package_data={
             'pcka_det':
-            ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml']
+            ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml',
+             'ops/csrc/*.cpp']
         },
         install_requires=[
             'torch>=1.13', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
