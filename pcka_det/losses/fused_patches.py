@@ -94,33 +94,48 @@ class FusedPatchAlignment(torch.autograd.Function):
     def _backward(ctx, g_intra: Optional[Tensor], g_inter: Optional[Tensor]):
         student, teacher, *saved = ctx.saved_tensors
         s = GramScores(*saved)
-        p, rows = ctx.patch_size, s.kx.shape[1]
-        want = ctx.needs_input_grad[:2]
-        inter = s.mt is not None
-        # gradient^T = z^T @ ops: for x, ops = [own; cross_t], for y the
-        # other way round; without inter only the own side's rows are used
-        ops, grads = [], []
-        for i, wanted in enumerate(want):
-            if not wanted:
-                ops.append(None)
-                grads.append(None)
-                continue
-            op = s.kx.new_empty(s.kx.shape[0], (2 if inter else 1) * rows,
-                                rows)
-            own_rows = slice(0, rows) if (i == 0 or not inter) else slice(
-                rows, 2 * rows)
-            cross_rows = slice(rows, 2 * rows) if i == 0 else slice(0, rows)
-            grad_operators(s, g_intra, g_inter, ctx.eps, i == 0,
-                           op[:, own_rows],
-                           op[:, cross_rows] if inter else None)
-            ops.append(op)
-            grads.append(torch.empty_like(student if i == 0 else teacher))
-        sides = tuple(want[i] or (inter and any(want)) for i in range(2))
-        for c0, c1, z in _chunks(student, teacher, p, sides):
-            for i in range(2):
-                if ops[i] is None:
+        rows, inter = s.kx.shape[1], s.mt is not None
+        ops = [
+            _stacked_operator(s, g_intra, g_inter, ctx.eps, of_x)
+            if wanted else None
+            for of_x, wanted in zip((True, False), ctx.needs_input_grad[:2])
+        ]
+        grads = [
+            None if op is None else torch.empty_like(feat)
+            for op, feat in zip(ops, (student, teacher))
+        ]
+        # with inter, either gradient needs both sides' patches
+        needed = [op is not None for op in ops]
+        sides = tuple(n or (inter and any(needed)) for n in needed)
+        for c0, c1, z in _chunks(student, teacher, ctx.patch_size, sides):
+            for i, (op, grad) in enumerate(zip(ops, grads)):
+                if op is None:
                     continue
                 zi = z if inter else z[:, i * rows:(i + 1) * rows]
-                g_t = torch.bmm(zi.transpose(1, 2), ops[i][c0:c1])
-                resize_patches_grad(g_t.transpose(1, 2), p, c0, c1, grads[i])
+                g_t = torch.bmm(zi.transpose(1, 2), op[c0:c1])
+                resize_patches_grad(g_t.transpose(1, 2), ctx.patch_size, c0,
+                                    c1, grad)
         return grads[0], grads[1], None, None, None
+
+
+def _stacked_operator(s: GramScores, g_intra: Optional[Tensor],
+                      g_inter: Optional[Tensor], eps: float,
+                      of_x: bool) -> Tensor:
+    """``op`` with ``grad^T = z^T @ op`` for one side, ``z = [X; Y]``.
+
+    The side's own and cross operators are stacked in ``z``'s row order;
+    without the inter term ``op`` is the own operator alone (``z`` is then
+    the side's own patches).
+
+    Returns:
+        Tensor: ``(C, 2 * rows, rows)``, or ``(C, rows, rows)`` without
+        inter.
+    """
+    if s.mt is None:
+        return grad_operators(s, g_intra, g_inter, eps, of_x)[0]
+    rows = s.kx.shape[1]
+    op = s.kx.new_empty(s.kx.shape[0], 2 * rows, rows)
+    x_rows, y_rows = op[:, :rows], op[:, rows:]
+    own, cross = (x_rows, y_rows) if of_x else (y_rows, x_rows)
+    grad_operators(s, g_intra, g_inter, eps, of_x, own, cross)
+    return op
