@@ -47,6 +47,9 @@ def patch_cka(student: Tensor,
 
     Computed in fp32 whatever the input dtype or autocast state. A student
     map of another spatial size is resized to the teacher's (one warning).
+    On the CPU the uncentred similarities come from the compiled operator
+    without materialising the patches (``fused_patches.py``); the values are
+    those of ``to_patches`` + ``gram_alignments``, the path taken otherwise.
     With a single patch the intra term carries no signal (uncentred it is
     identically 1, centred it is 0/0): it is defined as 1 with one warning.
 
