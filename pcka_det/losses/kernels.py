@@ -30,7 +30,7 @@ def _bmm_t(a: Tensor, b: Tensor) -> Tensor:
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Per-group Frobenius inner product of ``(G, n, m)`` tensors, ``(G,)``."""
-    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+    return (a * b).sum((1, 2))
 
 
 def _sq_norm(a: Tensor) -> Tensor:
