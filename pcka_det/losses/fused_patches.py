@@ -13,7 +13,8 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..ops import resize_patches_grad, resize_patches_into
+from ..ops import (resize_patches_available, resize_patches_grad,
+                   resize_patches_into)
 from .kernels import GramScores, grad_operators, gram_scores
 
 # Channels per chunk: the patch buffer of one chunk should stay in cache.
@@ -31,6 +32,17 @@ def _layout(feat: Tensor, patch_size: int) -> Tuple[int, int, int]:
     n = -(-h // patch_size) * -(-w // patch_size)
     rows = -(-n // _ROW_ALIGN) * _ROW_ALIGN if n >= _ALIGN_FROM else n
     return n, rows, b * patch_size * patch_size
+
+
+def fused_applies(feat: Tensor, patch_size: int, centered: bool) -> bool:
+    """Whether :class:`FusedPatchAlignment` computes PCKA for this map.
+
+    It covers the uncentred alignments in their ``n x n`` form
+    (``n <= B * p * p``) of CPU maps, when the operator is compiled.
+    """
+    n, _, d = _layout(feat, patch_size)
+    return (not centered and n <= d and feat.device.type == 'cpu'
+            and resize_patches_available())
 
 
 def _chunks(student: Tensor, teacher: Tensor, patch_size: int,

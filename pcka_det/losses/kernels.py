@@ -36,7 +36,7 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 def _sq_norm(a: Tensor) -> Tensor:
     """Per-group squared Frobenius norm of a ``(G, n, m)`` tensor, ``(G,)``.
 
-    ``vector_norm`` makes one pass and no temporary (5x faster than
+    ``vector_norm`` makes one pass and no temporary (0.10 vs 0.32 ms for
     ``a.square().sum()`` on P3-sized Grams).
     """
     return torch.linalg.vector_norm(a.flatten(1), dim=1).square()

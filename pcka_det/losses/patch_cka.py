@@ -8,9 +8,8 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
-from ..ops import resize_patches_available
 from .feature_pair import align_feature_pair, warn_once
-from .fused_patches import FusedPatchAlignment
+from .fused_patches import FusedPatchAlignment, fused_applies
 from .kernels import DEFAULT_EPS, gram_alignments
 
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
@@ -67,13 +66,11 @@ def patch_cka(student: Tensor,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
     student, teacher = align_feature_pair(student, teacher, 'PCKA')
-    b, _, h, w = teacher.shape
+    h, w = teacher.shape[2:]
     n = math.ceil(h / patch_size) * math.ceil(w / patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
-        if (not centered and n <= b * patch_size**2
-                and student.device.type == 'cpu'
-                and resize_patches_available()):
+        if fused_applies(teacher, patch_size, centered):
             # the same alignments without materialising the patches
             intra, inter_sim = FusedPatchAlignment.apply(
                 student.contiguous(), teacher.contiguous(), patch_size,
