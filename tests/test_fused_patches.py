@@ -71,9 +71,10 @@ def test_gradient_is_the_adjoint(case):
     g = torch.randn(ref.shape, dtype=s.dtype,
                     generator=torch.Generator().manual_seed(1))
     ref.backward(g)
-    # patch-major storage (what the chunked backward passes) plus junk rows
+    # padded rows (what the chunked backward passes) are ignored, and the
+    # gradient may be a channel slice of a larger buffer
     padded = torch.cat([g, torch.randn(c, 2, g.shape[2], dtype=g.dtype)], 1)
-    strided = padded.transpose(1, 2).contiguous().transpose(1, 2)
+    strided = torch.stack([padded, padded.flip(0)], 1)[:, 0]
     for grad in (padded, strided):
         grad_in = torch.full_like(s, float('nan')).detach()
         resize_patches_grad(grad, p, 0, c, grad_in)
@@ -85,6 +86,9 @@ def test_operator_rejects_bad_buffers():
     with pytest.raises(RuntimeError, match=r'out must be \(3, >= 4, 512\)'):
         resize_patches_into(s, 16, 0, 3, torch.empty(3, 2, 512,
                                                      dtype=s.dtype))
+    with pytest.raises(RuntimeError, match='grad must be contiguous'):
+        resize_patches_grad(torch.empty(3, 512, 4, dtype=s.dtype).mT, 16, 0,
+                            3, torch.empty_like(s))
     with pytest.raises(RuntimeError, match='channel range'):
         resize_patches_into(s, 16, 2, 5, torch.empty(3, 4, 512,
                                                      dtype=s.dtype))

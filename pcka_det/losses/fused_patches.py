@@ -124,16 +124,16 @@ class FusedPatchAlignment(torch.autograd.Function):
                 if op is None:
                     continue
                 zi = z if inter else z[:, i * rows:(i + 1) * rows]
-                g_t = torch.bmm(zi.transpose(1, 2), op[c0:c1])
-                resize_patches_grad(g_t.transpose(1, 2), ctx.patch_size, c0,
-                                    c1, grad)
+                resize_patches_grad(
+                    torch.bmm(op[c0:c1].transpose(1, 2), zi), ctx.patch_size,
+                    c0, c1, grad)
         return grads[0], grads[1], None, None, None
 
 
 def _stacked_operator(s: GramScores, g_intra: Optional[Tensor],
                       g_inter: Optional[Tensor], eps: float,
                       of_x: bool) -> Tensor:
-    """``op`` with ``grad^T = z^T @ op`` for one side, ``z = [X; Y]``.
+    """``op`` with ``grad = op^T @ z`` for one side, ``z = [X; Y]``.
 
     The side's own and cross operators are stacked in ``z``'s row order;
     without the inter term ``op`` is the own operator alone (``z`` is then

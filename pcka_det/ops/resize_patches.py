@@ -45,8 +45,9 @@ def resize_patches_grad(grad: Tensor, patch_size: int, c0: int, c1: int,
     """Adjoint of :func:`resize_patches_into` for channels ``[c0, c1)``.
 
     Args:
-        grad (Tensor): Gradient of the patches ``(c1 - c0, rows, B * p * p)``
-            (any strides); rows past ``n`` are ignored.
+        grad (Tensor): Gradient of the patches ``(c1 - c0, rows, B * p * p)``,
+            possibly a strided view whose last dimension is contiguous; rows
+            past ``n`` are ignored.
         patch_size (int): Patch side ``p``.
         c0 (int): First channel.
         c1 (int): One past the last channel.

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -70,12 +71,14 @@ struct Taps {
     }
   }
 
-  // in += adjoint of resize_row applied to grad (one row).
-  void accumulate_row_adjoint(const scalar_t* grad, scalar_t* in) const {
+  // in = adjoint of resize_row applied to grad (one row).
+  void row_adjoint(const scalar_t* __restrict__ grad,
+                   scalar_t* __restrict__ in, int64_t in_len) const {
+    std::fill(in, in + in_len, scalar_t(0));
     for (const Run& r : runs) {
-      const scalar_t* g = grad + r.o;
-      const scalar_t* w = w1.data() + r.o;
-      scalar_t* a = in + r.j;
+      const scalar_t* __restrict__ g = grad + r.o;
+      const scalar_t* __restrict__ w = w1.data() + r.o;
+      scalar_t* __restrict__ a = in + r.j;
       if (r.clamped) {
         a[0] += g[0];
         continue;
@@ -83,6 +86,32 @@ struct Taps {
       for (int64_t k = 0; k < r.len; ++k) a[k] += (1 - w[k]) * g[k];
       for (int64_t k = 0; k < r.len; ++k) a[k + 1] += w[k] * g[k];
     }
+  }
+
+  // The adjoint as a gather: input i receives weight weights[t] of output
+  // outputs[t] for t in [first[i], first[i + 1]). Zero weights (an exact
+  // multiple needs no resize) are left out.
+  struct Adjoint {
+    std::vector<int64_t> first, outputs;
+    std::vector<scalar_t> weights;
+  };
+  Adjoint adjoint(int64_t in) const {
+    std::vector<std::vector<std::pair<int64_t, scalar_t>>> by_input(in);
+    for (size_t o = 0; o < i0.size(); ++o) {
+      const scalar_t w0 = i1[o] == i0[o] ? scalar_t(1) : 1 - w1[o];
+      if (w0 != 0) by_input[i0[o]].emplace_back(o, w0);
+      if (i1[o] != i0[o] && w1[o] != 0) by_input[i1[o]].emplace_back(o, w1[o]);
+    }
+    Adjoint adj;
+    adj.first.push_back(0);
+    for (const auto& taps : by_input) {
+      for (const auto& t : taps) {
+        adj.outputs.push_back(t.first);
+        adj.weights.push_back(t.second);
+      }
+      adj.first.push_back(adj.outputs.size());
+    }
+    return adj;
   }
 };
 
@@ -147,41 +176,39 @@ void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
 
 template <typename scalar_t>
 void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
-                     int64_t s_col, const Geometry& g, int64_t c0, int64_t c1,
+                     const Geometry& g, int64_t c0, int64_t c1,
                      scalar_t* gin) {
   const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
+  const auto adj_y = ty.adjoint(g.H);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> rows(g.H * V);  // the gradient of `rows` forward
-    std::vector<scalar_t> line(V);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t c = job / g.B, b = job % g.B;
-      std::fill(rows.begin(), rows.end(), scalar_t(0));
-      const scalar_t* gc = grad + c * s_ch + b * pp * s_col;
-      for (int64_t y = 0; y < U; ++y) {
-        // gather the gradient of output row y, then one contiguous axpy
-        // per tap; the loop order keeps the gathered reads contiguous
-        const scalar_t* gy =
-            gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p * s_col;
-        if (s_row < s_col) {
-          for (int64_t k = 0; k < g.p; ++k)
-            for (int64_t pv = 0; pv < g.v; ++pv)
-              line[pv * g.p + k] = gy[k * s_col + pv * s_row];
-        } else {
-          for (int64_t pv = 0; pv < g.v; ++pv)
-            for (int64_t k = 0; k < g.p; ++k)
-              line[pv * g.p + k] = gy[k * s_col + pv * s_row];
+      const scalar_t* gc = grad + c * s_ch + b * pp;
+      // each row of `rows` gathers the few output rows it was blended into,
+      // reading their patch segments (p contiguous values) in place
+      for (int64_t h = 0; h < g.H; ++h) {
+        scalar_t* __restrict__ r = rows.data() + h * V;
+        const int64_t t0 = adj_y.first[h], t1 = adj_y.first[h + 1];
+        if (t0 == t1) std::fill(r, r + V, scalar_t(0));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t y = adj_y.outputs[t];
+          const scalar_t w = adj_y.weights[t];
+          const scalar_t* gy = gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p;
+          for (int64_t pv = 0; pv < g.v; ++pv) {
+            const scalar_t* __restrict__ src = gy + pv * s_row;
+            scalar_t* __restrict__ dst = r + pv * g.p;
+            if (t == t0)
+              for (int64_t k = 0; k < g.p; ++k) dst[k] = w * src[k];
+            else
+              for (int64_t k = 0; k < g.p; ++k) dst[k] += w * src[k];
+          }
         }
-        scalar_t* r0 = rows.data() + ty.i0[y] * V;
-        scalar_t* r1 = rows.data() + ty.i1[y] * V;
-        const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
-        for (int64_t x = 0; x < V; ++x) r0[x] += w0 * line[x];
-        for (int64_t x = 0; x < V; ++x) r1[x] += w1 * line[x];
       }
       scalar_t* plane = gin + (b * g.C + c0 + c) * g.H * g.W;
-      std::fill(plane, plane + g.H * g.W, scalar_t(0));
       for (int64_t y = 0; y < g.H; ++y)
-        tx.accumulate_row_adjoint(rows.data() + y * V, plane + y * g.W);
+        tx.row_adjoint(rows.data() + y * V, plane + y * g.W, g.W);
     }
   });
 }
@@ -208,9 +235,10 @@ void resize_patches_backward(const torch::Tensor& grad, int64_t p, int64_t c0,
                              int64_t c1, torch::Tensor grad_in) {
   const Geometry g =
       checked_geometry(grad_in, p, c0, c1, grad, "grad_in", "grad");
+  TORCH_CHECK(grad.stride(2) == 1, "grad must be contiguous in its last dim");
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "resize_patches_backward", [&] {
     backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), grad.stride(0),
-                              grad.stride(1), grad.stride(2), g, c0, c1,
+                              grad.stride(1), g, c0, c1,
                               grad_in.data_ptr<scalar_t>());
   });
 }
