@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from pcka_det.losses import patch_cka, to_patches
+from pcka_det.losses import PatchCKALoss, patch_cka, to_patches
 from pcka_det.losses.fused_patches import FusedPatchAlignment
 from pcka_det.losses.kernels import gram_alignments
 from pcka_det.ops import (resize_patches_available, resize_patches_grad,
@@ -169,3 +169,58 @@ def test_backward_under_autocast_stays_fp32():
         (intra.mean() + inter.mean()).backward()
     assert y.grad.dtype == torch.float32
     torch.testing.assert_close(y.grad, x.grad)
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('inter_weight', [None, 4.0])
+def test_loss_with_gradient_formed_forward_equals_patch_cka(
+        case, inter_weight):
+    b, c, h, w, p = case
+    s, t = _maps(b, c, h, w)
+    loss_fn = PatchCKALoss(p, 10.0, inter_weight, loss_weight=0.5)
+    s1, t1 = s.clone().requires_grad_(), t.clone().requires_grad_()
+    loss = loss_fn(s1, t1)
+    fused = type(loss.grad_fn).__name__ == 'FusedPatchLossBackward'
+    # one patch: intra is defined as 1, which patch_cka handles
+    assert fused == (to_patches(s, p).shape[1] > 1)
+    s2, t2 = s.clone().requires_grad_(), t.clone().requires_grad_()
+    intra, inter = patch_cka(s2, t2, p, inter=inter_weight is not None)
+    ref = loss_fn.combine(intra, inter)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    if not loss.requires_grad:  # one patch, intra only: a constant 0
+        assert not fused and inter_weight is None and loss == 0
+        return
+    # an upstream factor other than 1 scales the gradient formed forward
+    (3 * loss).backward()
+    (3 * ref).backward()
+    torch.testing.assert_close(s1.grad, s2.grad)
+    torch.testing.assert_close(t1.grad, t2.grad)
+
+
+def test_loss_student_only_gradient_and_second_backward():
+    s, t = _maps(2, 4, 50, 84)
+    x = s.clone().requires_grad_()
+    loss = PatchCKALoss(16, 10.0, 10.0)(x, t)
+    loss.backward(retain_graph=True)
+    assert t.grad is None and x.grad.shape == s.shape
+    with pytest.raises(RuntimeError, match='backward ran a second time'):
+        loss.backward()
+    # without gradients the loss is patch_cka's, nothing formed forward
+    with torch.no_grad():
+        value = PatchCKALoss(16, 10.0, 10.0)(x, t)
+    assert value.grad_fn is None
+    torch.testing.assert_close(value, loss.detach(), rtol=1e-12, atol=0)
+
+
+def test_loss_under_autocast_is_fp32_and_equal():
+    s, t = _maps(2, 4, 40, 56, dtype=torch.float32)
+    loss_fn = PatchCKALoss(16, 10.0, 10.0)
+    x = s.clone().requires_grad_()
+    loss_fn(x, t).backward()
+    y = s.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = loss_fn(y.bfloat16(), t.bfloat16())
+        loss.backward()
+    assert loss.dtype == torch.float32 and y.grad.dtype == torch.float32
+    # bf16 inputs: the value within the 1e-3 relative bound
+    torch.testing.assert_close(y.grad, x.grad, rtol=0.05, atol=1e-4)

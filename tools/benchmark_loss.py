@@ -34,20 +34,20 @@ def make_inputs(batch, channels, device):
 
 
 def step(impl, feats, patch_size, inter):
-    from pcka_det.losses import patch_cka, to_patches
+    """One training step's loss over the levels: forward + backward."""
+    from pcka_det.losses import PatchCKALoss, to_patches
     from pcka_det.losses.reference import per_channel_reference
+    loss = PatchCKALoss(patch_size, 10.0, 10.0 if inter else None)
     total = 0
     for s, t in feats:
         if impl == 'ours':
-            intra, inter_sim = patch_cka(s, t, patch_size, inter=inter)
-        else:
-            intra, inter_sim = per_channel_reference(
-                to_patches(s, patch_size), to_patches(t, patch_size))
-            if s.shape[-2] <= patch_size and s.shape[-1] <= patch_size:
-                intra = torch.ones_like(intra)  # the official code crashes
-        total = total + 10 * (1 - intra.mean())
-        if inter:
-            total = total + 10 * (1 - inter_sim.mean())
+            total = total + loss(s, t)
+            continue
+        intra, inter_sim = per_channel_reference(
+            to_patches(s, patch_size), to_patches(t, patch_size))
+        if s.shape[-2] <= patch_size and s.shape[-1] <= patch_size:
+            intra = torch.ones_like(intra)  # the official code crashes
+        total = total + loss.combine(intra, inter_sim if inter else None)
     total.backward()
     return total
 

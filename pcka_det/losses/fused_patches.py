@@ -86,11 +86,8 @@ class FusedPatchAlignment(torch.autograd.Function):
         ky = torch.empty_like(kx)
         mt = torch.empty_like(kx) if want_inter else None
         for c0, c1, z in _chunks(student, teacher, patch_size, (True, True)):
-            x, y = z[:, :rows], z[:, rows:]
-            torch.bmm(x, x.transpose(1, 2), out=kx[c0:c1])
-            torch.bmm(y, y.transpose(1, 2), out=ky[c0:c1])
-            if want_inter:
-                torch.bmm(y, x.transpose(1, 2), out=mt[c0:c1])
+            _grams(z, rows, kx[c0:c1], ky[c0:c1],
+                   mt[c0:c1] if want_inter else None)
         s = gram_scores(kx, ky, mt, True, eps)
         ctx.save_for_backward(student, teacher, *s)
         ctx.patch_size, ctx.eps = patch_size, eps
@@ -121,13 +118,105 @@ class FusedPatchAlignment(torch.autograd.Function):
         sides = tuple(n or (inter and any(needed)) for n in needed)
         for c0, c1, z in _chunks(student, teacher, ctx.patch_size, sides):
             for i, (op, grad) in enumerate(zip(ops, grads)):
-                if op is None:
-                    continue
-                zi = z if inter else z[:, i * rows:(i + 1) * rows]
-                resize_patches_grad(
-                    torch.bmm(op[c0:c1].transpose(1, 2), zi), ctx.patch_size,
-                    c0, c1, grad)
+                if op is not None:
+                    _patch_grad(op[c0:c1], z, rows, inter, i, ctx.patch_size,
+                                c0, grad)
         return grads[0], grads[1], None, None, None
+
+
+class FusedPatchLoss(torch.autograd.Function):
+    """The PCKA loss of two ``(B, C, H, W)`` maps, its gradient formed forward.
+
+    ``intra_weight * (1 - mean(intra)) + inter_weight * (1 - mean(inter))``
+    (no inter part when ``inter_weight`` is None), with ``intra`` and
+    ``inter`` the uncentred patch alignments of
+    :class:`FusedPatchAlignment`. With fixed channel weights every
+    similarity's upstream gradient is known in forward, so each chunk's
+    gradient is taken while its patches are still in cache and backward
+    does not cut the patches again. Backward may run once per forward.
+
+    Returns the loss and the per-channel ``intra`` and ``inter``
+    (``(C,)`` each, not differentiable; ``inter`` empty without it).
+    """
+
+    @staticmethod
+    def forward(ctx, student: Tensor, teacher: Tensor, patch_size: int,
+                intra_weight: float, inter_weight: Optional[float],
+                eps: float):
+        channels = student.shape[1]
+        _, rows, _ = _layout(student, patch_size)
+        want_inter = inter_weight is not None
+        grads = [
+            torch.empty_like(feat) if needed else None
+            for feat, needed in zip((student, teacher),
+                                    ctx.needs_input_grad[:2])
+        ]
+        intra = student.new_empty(channels)
+        inter = student.new_empty(channels if want_inter else 0)
+        for c0, c1, z in _chunks(student, teacher, patch_size, (True, True)):
+            kx = z.new_empty(c1 - c0, rows, rows)
+            ky = torch.empty_like(kx)
+            mt = torch.empty_like(kx) if want_inter else None
+            s = gram_scores(*_grams(z, rows, kx, ky, mt), True, eps)
+            intra[c0:c1] = s.intra
+            g_intra = torch.full_like(s.intra, -intra_weight / channels)
+            g_inter = None
+            if want_inter:
+                inter[c0:c1] = s.inter
+                g_inter = torch.full_like(s.inter, -inter_weight / channels)
+            for i, grad in enumerate(grads):
+                if grad is not None:
+                    op = _stacked_operator(s, g_intra, g_inter, eps, i == 0)
+                    _patch_grad(op, z, rows, want_inter, i, patch_size, c0,
+                                grad)
+        loss = intra_weight * (1 - intra.mean())
+        if want_inter:
+            loss = loss + inter_weight * (1 - inter.mean())
+        # kept off save_for_backward so that autograd can take the buffers
+        # as .grad without a copy
+        ctx.grads = grads
+        ctx.mark_non_differentiable(intra, inter)
+        return loss, intra, inter
+
+    @staticmethod
+    def backward(ctx, g_loss: Tensor, _g_intra, _g_inter):
+        grads = getattr(ctx, 'grads', None)
+        if grads is None:
+            raise RuntimeError(
+                'FusedPatchLoss: backward ran a second time; the gradient '
+                'formed in forward is handed over by the first backward. '
+                'Recompute the loss, or use patch_cka for repeated '
+                'backward passes.')
+        del ctx.grads
+        if g_loss.item() != 1:
+            for grad in grads:
+                if grad is not None:
+                    grad.mul_(g_loss)
+        return grads[0], grads[1], None, None, None, None
+
+
+def _grams(z: Tensor, rows: int, kx: Tensor, ky: Tensor,
+           mt: Optional[Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Write ``X X^T``, ``Y Y^T`` and ``Y X^T`` of ``z = [X; Y]`` into the
+    given ``(G, rows, rows)`` tensors (``mt`` skipped when None)."""
+    x, y = z[:, :rows], z[:, rows:]
+    torch.bmm(x, x.transpose(1, 2), out=kx)
+    torch.bmm(y, y.transpose(1, 2), out=ky)
+    if mt is not None:
+        torch.bmm(y, x.transpose(1, 2), out=mt)
+    return kx, ky, mt
+
+
+def _patch_grad(op: Tensor, z: Tensor, rows: int, inter: bool, side: int,
+                patch_size: int, c0: int, grad: Tensor) -> None:
+    """Write the map gradient ``op^T z`` of one side for ``z``'s channels.
+
+    ``op`` is the chunk's :func:`_stacked_operator`; side 0 is the student,
+    1 the teacher; ``grad`` is the side's whole ``(B, C, H, W)`` gradient.
+    """
+    zi = z if inter else z[:, side * rows:(side + 1) * rows]
+    resize_patches_grad(torch.bmm(op.transpose(1, 2), zi), patch_size, c0,
+                        c0 + z.shape[0], grad)
 
 
 def _stacked_operator(s: GramScores, g_intra: Optional[Tensor],

@@ -9,8 +9,9 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
 from .feature_pair import align_feature_pair, warn_once
-from .fused_patches import FusedPatchAlignment, fused_applies
+from .fused_patches import FusedPatchAlignment, FusedPatchLoss, fused_applies
 from .kernels import DEFAULT_EPS, gram_alignments
+
 
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
     """Cut a feature map into patches, one row per patch, per channel.
@@ -34,6 +35,11 @@ def to_patches(feat: Tensor, patch_size: int) -> Tensor:
             feat, size=(u * p, v * p), mode='bilinear', align_corners=False)
     feat = feat.reshape(b, c, u, p, v, p).permute(1, 2, 4, 0, 3, 5)
     return feat.reshape(c, u * v, b * p * p)
+
+
+def _patch_count(feat: Tensor, patch_size: int) -> int:
+    h, w = feat.shape[2:]
+    return math.ceil(h / patch_size) * math.ceil(w / patch_size)
 
 
 def patch_cka(student: Tensor,
@@ -66,8 +72,7 @@ def patch_cka(student: Tensor,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
     student, teacher = align_feature_pair(student, teacher, 'PCKA')
-    h, w = teacher.shape[2:]
-    n = math.ceil(h / patch_size) * math.ceil(w / patch_size)
+    n = _patch_count(teacher, patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
         if fused_applies(teacher, patch_size, centered):
@@ -133,9 +138,25 @@ class PatchCKALoss(AlignmentLoss):
         Returns:
             Tensor: Scalar loss (fp32).
         """
-        return self.combine(*patch_cka(
-            student_feat, teacher_feat, self.patch_size, self.centered,
-            inter=self.with_inter, eps=self.eps))
+        student, teacher = align_feature_pair(student_feat, teacher_feat,
+                                              'PCKA')
+        p = self.patch_size
+        if (torch.is_grad_enabled()
+                and (student.requires_grad or teacher.requires_grad)
+                and _patch_count(teacher, p) > 1
+                and fused_applies(teacher, p, self.centered)):
+            # the same loss, each chunk's gradient formed while its patches
+            # are in cache (no second pass over the maps in backward)
+            lw = self.loss_weight
+            with torch.autocast(device_type='cpu', enabled=False):
+                loss, _, _ = FusedPatchLoss.apply(
+                    student.float().contiguous(),
+                    teacher.float().contiguous(), p, lw * self.intra_weight,
+                    lw * self.inter_weight if self.with_inter else None,
+                    self.eps)
+            return loss
+        return self.combine(*patch_cka(student, teacher, p, self.centered,
+                                       inter=self.with_inter, eps=self.eps))
 
     def extra_repr(self) -> str:
         return f'patch_size={self.patch_size}, ' + super().extra_repr()

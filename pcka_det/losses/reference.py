@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def alignment_reference(k: Tensor, l: Tensor, centered: bool) -> Tensor:
-    """``A(K, L) = <K, L>_F / (||K||_F ||L||_F)``, optionally ``A(HKH, HLH)``."""
+def alignment_reference(k: Tensor, m: Tensor, centered: bool) -> Tensor:
+    """``<K, M>_F / (||K||_F ||M||_F)``, optionally of ``HKH`` and ``HMH``."""
     if centered:
         n = k.shape[0]
         h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
-        k, l = h @ k @ h, h @ l @ h
-    return torch.trace(k @ l.T) / (torch.linalg.norm(k) * torch.linalg.norm(l))
+        k, m = h @ k @ h, h @ m @ h
+    return torch.trace(k @ m.T) / (torch.linalg.norm(k) * torch.linalg.norm(m))
 
 
 def patch_cka_reference(student: Tensor,
