@@ -145,10 +145,11 @@ Geometry checked_geometry(const torch::Tensor& map, int64_t p, int64_t c0,
   return g;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int64_t P>
 void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
                     int64_t c1, scalar_t* out, int64_t s_ch, int64_t s_row) {
-  const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
+  const int64_t p = P ? P : g.p;  // a constant P unrolls the segment loops
+  const int64_t U = g.u * p, V = g.v * p, pp = p * p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> rows(g.H * V);  // the plane resized along W
@@ -162,11 +163,11 @@ void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
         const scalar_t* __restrict__ r0 = rows.data() + ty.i0[y] * V;
         const scalar_t* __restrict__ r1 = rows.data() + ty.i1[y] * V;
         const scalar_t w1 = ty.w1[y], w0 = 1 - w1;
-        scalar_t* o = oc + (y / g.p) * g.v * s_row + (y % g.p) * g.p;
+        scalar_t* o = oc + (y / p) * g.v * s_row + (y % p) * p;
         for (int64_t pv = 0; pv < g.v; ++pv) {
           scalar_t* __restrict__ op = o + pv * s_row;
-          const int64_t x0 = pv * g.p;
-          for (int64_t k = 0; k < g.p; ++k)
+          const int64_t x0 = pv * p;
+          for (int64_t k = 0; k < p; ++k)
             op[k] = w0 * r0[x0 + k] + w1 * r1[x0 + k];
         }
       }
@@ -174,11 +175,12 @@ void forward_kernel(const scalar_t* in, const Geometry& g, int64_t c0,
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int64_t P>
 void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
                      const Geometry& g, int64_t c0, int64_t c1,
                      scalar_t* gin) {
-  const int64_t U = g.u * g.p, V = g.v * g.p, pp = g.p * g.p;
+  const int64_t p = P ? P : g.p;  // a constant P unrolls the segment loops
+  const int64_t U = g.u * p, V = g.v * p, pp = p * p;
   const Taps<scalar_t> ty(g.H, U), tx(g.W, V);
   const auto adj_y = ty.adjoint(g.H);
   at::parallel_for(0, (c1 - c0) * g.B, 1, [&](int64_t begin, int64_t end) {
@@ -195,14 +197,14 @@ void backward_kernel(const scalar_t* grad, int64_t s_ch, int64_t s_row,
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t y = adj_y.outputs[t];
           const scalar_t w = adj_y.weights[t];
-          const scalar_t* gy = gc + (y / g.p) * g.v * s_row + (y % g.p) * g.p;
+          const scalar_t* gy = gc + (y / p) * g.v * s_row + (y % p) * p;
           for (int64_t pv = 0; pv < g.v; ++pv) {
             const scalar_t* __restrict__ src = gy + pv * s_row;
-            scalar_t* __restrict__ dst = r + pv * g.p;
+            scalar_t* __restrict__ dst = r + pv * p;
             if (t == t0)
-              for (int64_t k = 0; k < g.p; ++k) dst[k] = w * src[k];
+              for (int64_t k = 0; k < p; ++k) dst[k] = w * src[k];
             else
-              for (int64_t k = 0; k < g.p; ++k) dst[k] += w * src[k];
+              for (int64_t k = 0; k < p; ++k) dst[k] += w * src[k];
           }
         }
       }
@@ -223,9 +225,9 @@ void resize_patches_forward(const torch::Tensor& feat, int64_t p, int64_t c0,
   const Geometry g = checked_geometry(feat, p, c0, c1, out, "feat", "out");
   TORCH_CHECK(out.stride(2) == 1, "out must be contiguous in its last dim");
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "resize_patches_forward", [&] {
-    forward_kernel<scalar_t>(feat.data_ptr<scalar_t>(), g, c0, c1,
-                             out.data_ptr<scalar_t>(), out.stride(0),
-                             out.stride(1));
+    (g.p == 16 ? forward_kernel<scalar_t, 16> : forward_kernel<scalar_t, 0>)(
+        feat.data_ptr<scalar_t>(), g, c0, c1, out.data_ptr<scalar_t>(),
+        out.stride(0), out.stride(1));
   });
 }
 
@@ -237,9 +239,9 @@ void resize_patches_backward(const torch::Tensor& grad, int64_t p, int64_t c0,
       checked_geometry(grad_in, p, c0, c1, grad, "grad_in", "grad");
   TORCH_CHECK(grad.stride(2) == 1, "grad must be contiguous in its last dim");
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "resize_patches_backward", [&] {
-    backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), grad.stride(0),
-                              grad.stride(1), g, c0, c1,
-                              grad_in.data_ptr<scalar_t>());
+    (g.p == 16 ? backward_kernel<scalar_t, 16> : backward_kernel<scalar_t, 0>)(
+        grad.data_ptr<scalar_t>(), grad.stride(0), grad.stride(1), g, c0, c1,
+        grad_in.data_ptr<scalar_t>());
   });
 }
 
