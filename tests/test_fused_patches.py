@@ -224,3 +224,22 @@ def test_loss_under_autocast_is_fp32_and_equal():
     assert loss.dtype == torch.float32 and y.grad.dtype == torch.float32
     # bf16 inputs: the value within the 1e-3 relative bound
     torch.testing.assert_close(y.grad, x.grad, rtol=0.05, atol=1e-4)
+
+
+def test_loss_formed_forward_zero_channels_and_large_activations():
+    s, t = _maps(2, 4, 40, 56, dtype=torch.float32)
+    s[:, 1] = 0
+    t[:, 2] = 0
+    for scale in (1.0, 1e3):
+        x = (s * scale).requires_grad_()
+        loss = PatchCKALoss(16, 10.0, 10.0)(x, t * scale)
+        assert type(loss.grad_fn).__name__ == 'FusedPatchLossBackward'
+        loss.backward()
+        y = (s * scale).requires_grad_()
+        intra, inter = patch_cka(y, t * scale, 16)
+        ref = 10 * (1 - intra.mean()) + 10 * (1 - inter.mean())
+        ref.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(x.grad, y.grad)
+    assert inter[1] == 0 and inter[2] == 0
