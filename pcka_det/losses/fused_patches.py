@@ -6,7 +6,9 @@ every one of them several times. Here the compiled ``resize_patches``
 operator fills a small buffer with a few channels' patches at a time, the
 Gram products of those channels are taken while the buffer is in cache, and
 backward cuts the patches again instead of saving them: same values, a
-fraction of the memory traffic and of the saved memory.
+fraction of the memory traffic and of the saved memory. For the loss itself
+(:class:`FusedPatchLoss`) the gradient is formed in the same pass, so the
+maps are cut once per step.
 """
 from typing import Iterator, Optional, Tuple
 
