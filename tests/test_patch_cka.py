@@ -80,13 +80,19 @@ def test_loss_value_formula():
     torch.testing.assert_close(intra_only, 10 * (1 - intra.mean()))
 
 
-@pytest.mark.parametrize('centered', [False, True])
-def test_gradients_equal_reference_loss(centered):
-    s, t = _pair((2, 3, 20, 24))
+# The last case is the official setting: patch 16, uncentred, maps resized
+# up to a multiple of 16, both weights 10.
+@pytest.mark.parametrize('centered,shape,patch', [
+    (False, (2, 3, 20, 24), 8),
+    (True, (2, 3, 20, 24), 8),
+    (False, (2, 3, 40, 56), 16),
+])
+def test_gradients_equal_reference_loss(centered, shape, patch):
+    s, t = _pair(shape)
     s1 = s.clone().requires_grad_()
-    PatchCKALoss(8, 10, 10, centered)(s1, t).backward()
+    PatchCKALoss(patch, 10, 10, centered)(s1, t).backward()
     s2 = s.clone().requires_grad_()
-    ri, re = patch_cka_reference(s2, t, 8, centered)
+    ri, re = patch_cka_reference(s2, t, patch, centered)
     (-(10 * ri.mean() + 10 * re.mean())).backward()
     torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-4, atol=1e-8)
 
