@@ -28,12 +28,18 @@ _ROW_ALIGN = 8
 _ALIGN_FROM = 16
 
 
+def patch_count(feat: Tensor, patch_size: int) -> int:
+    """Patches ``n`` of a ``(B, C, H, W)`` map once resized up to a multiple
+    of ``patch_size``."""
+    h, w = feat.shape[2:]
+    return -(-h // patch_size) * -(-w // patch_size)
+
+
 def _layout(feat: Tensor, patch_size: int) -> Tuple[int, int, int]:
     """Patch count ``n``, padded row count and patch width ``B * p * p``."""
-    b, _, h, w = feat.shape
-    n = -(-h // patch_size) * -(-w // patch_size)
+    n = patch_count(feat, patch_size)
     rows = -(-n // _ROW_ALIGN) * _ROW_ALIGN if n >= _ALIGN_FROM else n
-    return n, rows, b * patch_size * patch_size
+    return n, rows, feat.shape[0] * patch_size * patch_size
 
 
 def fused_applies(feat: Tensor, patch_size: int, centered: bool) -> bool:

@@ -9,7 +9,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
 from .feature_pair import align_feature_pair, warn_once
-from .fused_patches import FusedPatchAlignment, FusedPatchLoss, fused_applies
+from .fused_patches import (FusedPatchAlignment, FusedPatchLoss,
+                            fused_applies, patch_count)
 from .kernels import DEFAULT_EPS, gram_alignments
 
 
@@ -35,11 +36,6 @@ def to_patches(feat: Tensor, patch_size: int) -> Tensor:
             feat, size=(u * p, v * p), mode='bilinear', align_corners=False)
     feat = feat.reshape(b, c, u, p, v, p).permute(1, 2, 4, 0, 3, 5)
     return feat.reshape(c, u * v, b * p * p)
-
-
-def _patch_count(feat: Tensor, patch_size: int) -> int:
-    h, w = feat.shape[2:]
-    return math.ceil(h / patch_size) * math.ceil(w / patch_size)
 
 
 def patch_cka(student: Tensor,
@@ -72,7 +68,7 @@ def patch_cka(student: Tensor,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
     student, teacher = align_feature_pair(student, teacher, 'PCKA')
-    n = _patch_count(teacher, patch_size)
+    n = patch_count(teacher, patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
         if fused_applies(teacher, patch_size, centered):
@@ -141,9 +137,10 @@ class PatchCKALoss(AlignmentLoss):
         student, teacher = align_feature_pair(student_feat, teacher_feat,
                                               'PCKA')
         p = self.patch_size
+        # a single patch goes through patch_cka, which defines its intra term
         if (torch.is_grad_enabled()
                 and (student.requires_grad or teacher.requires_grad)
-                and _patch_count(teacher, p) > 1
+                and patch_count(teacher, p) > 1
                 and fused_applies(teacher, p, self.centered)):
             # the same loss, each chunk's gradient formed while its patches
             # are in cache (no second pass over the maps in backward)
