@@ -11,8 +11,8 @@ weights.
 
 Example:
     python tools/benchmark_overhead.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py
-    python tools/benchmark_overhead.py configs/pcka/retina_r101_r50.py \\
-        configs/baselines/pkd_retina_r101_r50.py --device cuda \\
+    python tools/benchmark_overhead.py configs/pcka/retina_x101_r50.py \\
+        configs/baselines/pkd_retina_x101_r50.py --device cuda \\
         --image-size 1333 800 --batch-size 2
 """
 import argparse
