@@ -11,6 +11,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from . import scope  # noqa: E402,F401  (first: makes pcka_det:: resolvable)
 from . import datasets, hooks, losses, models  # noqa: E402,F401 (registers)
+from . import runner  # noqa: E402,F401 (registers DistillRunner)
 from .mmrazor_compat import register_in_mmrazor  # noqa: E402
 from .version import __version__  # noqa: E402
 

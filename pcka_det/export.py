@@ -5,7 +5,7 @@ from typing import Dict
 
 import torch
 
-STUDENT_PREFIX = 'student.'
+from .checkpoint import read_checkpoint, student_state
 
 
 def student_checkpoint(checkpoint: Dict) -> Dict:
@@ -22,8 +22,7 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
     state = checkpoint.get('state_dict')
     if not isinstance(state, dict):
         raise ValueError('The checkpoint has no "state_dict"')
-    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
-               if k.startswith(STUDENT_PREFIX)}
+    student = student_state(state)
     if not student:
         raise ValueError(
             'The checkpoint holds no "student." weights: it is not a '
@@ -31,13 +30,6 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
     meta = dict(checkpoint.get('meta', {}))
     meta['exported_from'] = 'pcka_det.FeatureDistiller'
     return dict(meta=meta, state_dict=student)
-
-
-def _load(src: str) -> Dict:
-    if not osp.isfile(src):
-        raise FileNotFoundError(f'Checkpoint "{src}" does not exist')
-    # a runner checkpoint of this user's own training run
-    return torch.load(src, map_location='cpu', weights_only=False)
 
 
 def _save_atomic(checkpoint: Dict, dst: str) -> str:
@@ -58,7 +50,7 @@ def export_student(src: str, dst: str) -> str:
     Returns:
         str: ``dst``.
     """
-    return _save_atomic(student_checkpoint(_load(src)), dst)
+    return _save_atomic(student_checkpoint(read_checkpoint(src)), dst)
 
 
 def slim_checkpoint(src: str, dst: str) -> str:
@@ -74,6 +66,6 @@ def slim_checkpoint(src: str, dst: str) -> str:
     Returns:
         str: ``dst``.
     """
-    ckpt = _load(src)
+    ckpt = read_checkpoint(src)
     return _save_atomic(
         dict(meta=ckpt.get('meta', {}), state_dict=ckpt['state_dict']), dst)

@@ -31,6 +31,9 @@ def prepare_cfg(config: str,
     setup_cache_size_limit_of_dynamo()
     cfg = Config.fromfile(resolve_config_path(config))
     cfg.launcher = launcher
+    # Checked checkpoint loading for any config, the student export for
+    # distillers (see pcka_det.runner); a config may name its own runner.
+    cfg.setdefault('runner_type', 'DistillRunner')
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:

@@ -119,6 +119,7 @@ def test_nonfinite_distillation_loss(policy):
         return
     log = model.train_step(demo_batch(num_classes=6), optim)
     assert log['loss_pcka_p3'] == 0
+    assert log['distill_nonfinite'] == 1  # the skip shows in the log
     after = model.student.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values()
                if v.is_floating_point())
@@ -161,3 +162,69 @@ def test_recorder_on_backbone_stage_with_connector():
     losses['loss_pcka_c4'].backward()
     assert model.student.backbone.layer3[0].conv1.weight.grad.abs().sum() > 0
     assert model.student.backbone.layer4[0].conv1.weight.grad is None
+
+
+def test_skipped_loss_sends_no_nan_gradient_through_its_connector():
+    model = distiller(
+        student=dict(STUDENT, neck=dict(out_channels=64),
+                     bbox_head=dict(in_channels=64)),
+        distill_losses=dict(pcka_p3=dict(
+            index=0,
+            connector=dict(type='ConvConnector', in_channels=64,
+                           out_channels=128),
+            loss=dict(type='PatchCKALoss', patch_size=4))))
+    # finite inputs, NaN value and NaN gradient: x * (0 * inf)
+    model.distill_losses['pcka_p3'].forward = \
+        lambda s, t: (s * t.sum() * 0 * float('inf')).sum()
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    losses = model(**data, mode='loss')
+    assert losses['loss_pcka_p3'] == 0 and losses['distill_nonfinite'] == 1
+    (losses['loss_pcka_p3'] + sum(losses['loss_cls'])).backward()
+    conv = model.connectors['pcka_p3'].conv.weight.grad
+    assert conv is not None and torch.equal(conv, torch.zeros_like(conv))
+    grads = [p.grad for p in model.student.parameters()
+             if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)  # loss_cls still flows
+
+
+def test_skip_policy_has_no_host_device_sync():
+    """On meta tensors any data-dependent branch (``if``, ``.item()``) fails:
+    the 'skip' guard has none; the 'raise' guard, which must sync, does."""
+    s = torch.randn(2, 128, 8, 8, device='meta', requires_grad=True)
+    t = torch.randn(2, 128, 8, 8, device='meta')
+    for policy in ('skip', 'raise'):
+        model = distiller(nonfinite=policy)
+        # any loss will do: what is checked is the guard around it
+        model.distill_losses['pcka_p3'].forward = \
+            lambda s, t: ((s - t)**2).mean()
+        if policy == 'raise':
+            with pytest.raises((RuntimeError, NotImplementedError)):
+                model.distill_loss('pcka_p3', s, t)
+            continue
+        value, flag = model.distill_loss('pcka_p3', s, t)
+        assert value.device.type == 'meta' and flag.device.type == 'meta'
+
+
+def test_recorder_refuses_a_module_that_runs_twice_per_forward():
+    # RetinaNet's head runs its convs once per FPN level
+    model = distiller(recorders=dict(neck='neck',
+                                     head='bbox_head.cls_convs.0'))
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    with pytest.raises(RuntimeError, match='ran more than once'):
+        with model.recording():
+            model.student.loss(**data)
+
+
+def test_recorded_features_do_not_outlive_the_loss():
+    model = distiller()
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+    model(**data, mode='loss')
+    recorders = [*model.student_recorders.values(),
+                 *model.teacher_recorders.values()]
+    assert all(r.data is None for r in recorders)
+    model.eval()
+    with torch.no_grad():
+        model(**model.data_preprocessor(demo_batch(num_classes=6), False),
+              mode='predict')
+    assert all(r.data is None for r in recorders)  # validation keeps none

@@ -105,18 +105,19 @@ def worker(args) -> None:
         fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
     elif kind == 'loss':
         processed = distiller.data_preprocessor(data, True)
-        distiller.loss(**processed)  # fill the recorders once
         pairs = []
-        for name, (rec, index) in distiller.loss_mappings.items():
-            s = distiller.student_recorders[rec].get(index).detach()
-            t = distiller.teacher_recorders[rec].get(index)
-            pairs.append((name, s.requires_grad_(), t))
+        with distiller.recording():  # record the features once
+            distiller.loss(**processed)
+            for name, (rec, index) in distiller.loss_mappings.items():
+                s = distiller.student_recorders[rec].get(index).detach()
+                t = distiller.teacher_recorders[rec].get(index)
+                pairs.append((name, s.requires_grad_(), t))
 
         def fn():
             total = 0
             for name, s, t in pairs:
                 s.grad = None
-                total = total + distiller.distill_loss(name, s, t)
+                total = total + distiller.distill_loss(name, s, t)[0]
             total.backward()
     else:  # the whole distiller
         optim = sgd(distiller.parameters())

@@ -11,10 +11,9 @@ Example:
 import argparse
 import os.path as osp
 
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
-from pcka_det.compat import allow_mmengine_checkpoints
 from pcka_det.datasets import check_dataloaders
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
@@ -48,7 +47,6 @@ def parse_args():
 
 def main():
     args = parse_args()
-    allow_mmengine_checkpoints()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint "{args.checkpoint}" not found')
     cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
@@ -58,7 +56,7 @@ def main():
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), \
             'The dump file must be a pkl file.'

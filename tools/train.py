@@ -8,7 +8,6 @@ import argparse
 import sys
 
 import pcka_det  # noqa: F401  (registers components and pcka_det::)
-from pcka_det.compat import allow_mmengine_checkpoints
 from pcka_det.datasets import check_dataloaders
 from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
                               prepare_cfg)
@@ -41,9 +40,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    allow_mmengine_checkpoints()
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
@@ -73,8 +70,7 @@ def main():
         names.append('val_dataloader')
     check_dataloaders(cfg, names)  # before any output is written
 
-    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-              RUNNERS.build(cfg))
+    runner = RUNNERS.build(cfg)
     runner.train()
 
 

@@ -1,4 +1,6 @@
 # Shared by every distillation config: register pcka_det's components and
-# write student-only checkpoints (plain mmdet keys) when training ends.
+# run with DistillRunner, which refuses checkpoints that do not fit the model
+# and writes student-only checkpoints (plain mmdet keys) when training ends,
+# whatever custom_hooks a config sets.
 custom_imports = dict(imports=['pcka_det'], allow_failed_imports=False)
-custom_hooks = [dict(type='ExportStudentHook')]
+runner_type = 'DistillRunner'

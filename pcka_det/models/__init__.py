@@ -1,10 +1,11 @@
 from .builder import build_detector, load_model_cfg, resolve_config_path
 from .connectors import ConvConnector
 from .distiller import FeatureDistiller, load_teacher_checkpoint
-from .recorders import ModuleOutputRecorder, get_module
+from .recorders import ModuleOutputRecorder, get_module, recording
+from .teacher_inputs import TeacherInputs
 
 __all__ = [
     'build_detector', 'load_model_cfg', 'resolve_config_path',
     'ConvConnector', 'FeatureDistiller', 'load_teacher_checkpoint',
-    'ModuleOutputRecorder', 'get_module'
+    'ModuleOutputRecorder', 'get_module', 'recording', 'TeacherInputs'
 ]

@@ -2,52 +2,20 @@
 import copy
 import os.path as osp
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..checkpoint import is_url, mismatch, read_checkpoint, state_dict_of
 from .builder import build_detector
-from .recorders import ModuleOutputRecorder
+from .recorders import ModuleOutputRecorder, recording
+from .teacher_inputs import TeacherInputs, describe
 
 NONFINITE_POLICIES = ('skip', 'raise')
-
-
-def _is_url(path: str) -> bool:
-    return path.startswith(('http://', 'https://', 's3://', 'open-mmlab://',
-                            'torchvision://', 'modelzoo://'))
-
-
-def state_dict_mismatch(model: nn.Module,
-                        state: Dict[str, Tensor]) -> Optional[str]:
-    """Describe how ``state`` fails to fit ``model``; None if it fits.
-
-    Args:
-        model (nn.Module): The model to load into.
-        state (dict): A state dict with the model's own key names.
-
-    Returns:
-        str | None: Counts and first names of missing, unexpected and
-        shape-mismatched keys.
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state)
-                        if tuple(own[k].shape) != tuple(state[k].shape))
-    if not (missing or unexpected or mismatched):
-        return None
-
-    def head(keys):
-        return f'{keys[:8]}{" ..." if len(keys) > 8 else ""}'
-
-    return (f'{len(missing)} missing keys {head(missing)}, '
-            f'{len(unexpected)} unexpected keys {head(unexpected)}, '
-            f'{len(mismatched)} shape mismatches {head(mismatched)}')
 
 
 def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
@@ -55,22 +23,24 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
 
     Args:
         teacher (nn.Module): The teacher detector.
-        path (str): Local path or URL of an mmdet checkpoint.
+        path (str): Local path or URL of an mmdet checkpoint (URLs are read
+            with ``weights_only=True``, see :mod:`pcka_det.checkpoint`).
     """
-    if not _is_url(path) and not osp.isfile(path):
+    if not is_url(path) and not osp.isfile(path):
         raise FileNotFoundError(f'teacher_ckpt "{path}" does not exist')
     try:
-        ckpt = _load_checkpoint(path, map_location='cpu')
+        ckpt = read_checkpoint(path)
+    except RuntimeError as e:
+        if str(e).startswith('Refused'):
+            raise
+        raise RuntimeError(f'teacher_ckpt "{path}" could not be read ({e})'
+                           ) from e
     except Exception as e:
         raise RuntimeError(
             f'teacher_ckpt "{path}" could not be read ({type(e).__name__}: '
             f'{e}); is it a complete PyTorch checkpoint?') from e
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise RuntimeError(f'teacher_ckpt "{path}" holds no state_dict')
-    state = {k[7:] if k.startswith('module.') else k: v
-             for k, v in state.items()}
-    problem = state_dict_mismatch(teacher, state)
+    state = state_dict_of(ckpt, path)
+    _, problem = mismatch(teacher, state)
     if problem:
         raise RuntimeError(
             f'teacher_ckpt "{path}" does not match the teacher architecture: '
@@ -137,6 +107,18 @@ class FeatureDistiller(BaseModel):
         # Bypass nn.Module registration on purpose (see class docstring).
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
+        self.teacher_inputs = None
+        if TeacherInputs.needed(student_model.data_preprocessor,
+                                teacher_model.data_preprocessor):
+            self.teacher_inputs = TeacherInputs(
+                student_model.data_preprocessor,
+                teacher_model.data_preprocessor)
+            MMLogger.get_current_instance().info(
+                'FeatureDistiller: the teacher normalises its inputs '
+                f'differently ({describe(teacher_model.data_preprocessor)}) '
+                'from the student '
+                f'({describe(student_model.data_preprocessor)}); the batch '
+                'is re-normalised for the teacher.')
 
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f'nonfinite must be one of {NONFINITE_POLICIES}, '
@@ -215,12 +197,27 @@ class FeatureDistiller(BaseModel):
         with torch.no_grad():
             return model.predict(inputs, data_samples)
 
-    def teacher_features(self, inputs: Tensor) -> None:
-        """Run the teacher's backbone and neck; its recorders fill up."""
-        for recorder in self.teacher_recorders.values():
-            recorder.reset()
+    def recording(self):
+        """Context in which the student and teacher recorders record; they
+        are emptied when it exits.
+
+        Example:
+            >>> with distiller.recording():
+            ...     distiller.teacher_features(inputs)
+            ...     distiller.student.extract_feat(inputs)
+            ...     feat = distiller.student_recorders['fpn'].get(0)
+        """
+        return recording([*self.student_recorders.values(),
+                          *self.teacher_recorders.values()])
+
+    def teacher_features(self, inputs: Tensor,
+                         data_samples: Optional[list] = None) -> None:
+        """Run the teacher's backbone and neck on its own normalisation of
+        the batch; its (armed) recorders fill up."""
         self.teacher.eval()
         with torch.no_grad():
+            if self.teacher_inputs is not None:
+                inputs = self.teacher_inputs(inputs, data_samples)
             self.teacher.extract_feat(inputs)
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
@@ -234,21 +231,33 @@ class FeatureDistiller(BaseModel):
             dict[str, Tensor]: The student's losses and ``loss_<name>`` for
             every distillation loss.
         """
-        self.teacher_features(inputs)
-        for recorder in self.student_recorders.values():
-            recorder.reset()
-        losses = self.student.loss(inputs, data_samples)
-        for name, (rec, index) in self.loss_mappings.items():
-            s_feat = self.student_recorders[rec].get(index)
-            t_feat = self.teacher_recorders[rec].get(index)
-            value = self.distill_loss(name, s_feat, t_feat)
-            losses[name if name.startswith('loss') else f'loss_{name}'] = \
-                self._guard_nonfinite(name, value)
+        # Recorders hold features only inside this block: they are not kept
+        # alive afterwards, nor filled by validation forwards.
+        with self.recording():
+            self.teacher_features(inputs, data_samples)
+            losses = self.student.loss(inputs, data_samples)
+            nonfinite = []
+            for name, (rec, index) in self.loss_mappings.items():
+                s_feat = self.student_recorders[rec].get(index)
+                t_feat = self.teacher_recorders[rec].get(index)
+                value, bad = self.distill_loss(name, s_feat, t_feat)
+                losses[name if name.startswith('loss')
+                       else f'loss_{name}'] = value
+                nonfinite.append(bad)
+        if nonfinite and self.nonfinite == 'skip':
+            # Logged (not summed: no "loss" in the name), so a skipped
+            # loss shows in the training log without a host-device sync here.
+            losses['distill_nonfinite'] = torch.stack(nonfinite).sum()
         return losses
 
     def distill_loss(self, name: str, s_feat: Tensor,
-                     t_feat: Tensor) -> Tensor:
-        """One distillation loss: the level's connector, if any, then its loss.
+                     t_feat: Tensor) -> Tuple[Tensor, Tensor]:
+        """One distillation loss: the level's connector, if any, then its
+        loss, with the ``nonfinite`` policy applied.
+
+        ``'skip'`` is branch-free (no host-device sync): a non-finite value
+        becomes 0 and the gradient it sends back, NaN or not, is zeroed
+        before it reaches the connector and the student. ``'raise'`` syncs.
 
         Args:
             name (str): Key of ``distill_losses``.
@@ -256,27 +265,27 @@ class FeatureDistiller(BaseModel):
             t_feat (Tensor): Recorded teacher feature ``(B, C_t, H, W)``.
 
         Returns:
-            Tensor: Scalar loss.
+            tuple[Tensor, Tensor]: The loss and ``1.`` if it was non-finite,
+            else ``0.`` (both scalars on the loss's device).
         """
         if name in self.connectors:
             s_feat = self.connectors[name](s_feat)
-        return self.distill_losses[name](s_feat, t_feat)
-
-    def _guard_nonfinite(self, name: str, value: Tensor) -> Tensor:
-        if torch.isfinite(value).all():
-            return value
+        # A view of its own, so the gradient gate acts on this loss's branch
+        # only, after the connector.
+        s_feat = s_feat.view_as(s_feat)
+        value = self.distill_losses[name](s_feat, t_feat)
+        finite = torch.isfinite(value)
         if self.nonfinite == 'raise':
-            raise FloatingPointError(
-                f'Distillation loss "{name}" is {value.item()}')
-        MMLogger.get_current_instance().warning(
-            f'Distillation loss "{name}" is {value.item()}; skipped for this '
-            'step (set model.nonfinite="raise" to stop instead).')
-        # Keep the connector in the graph so DDP sees every parameter used.
-        zero = value.new_zeros(())
-        if name in self.connectors:
-            zero = zero + sum(
-                p.sum() * 0 for p in self.connectors[name].parameters())
-        return zero
+            if not finite:
+                raise FloatingPointError(
+                    f'Distillation loss "{name}" is {value.item()}')
+            return value, (~finite).float()
+        if s_feat.requires_grad:
+            s_feat.register_hook(lambda grad: torch.where(
+                finite, grad, torch.zeros((), dtype=grad.dtype,
+                                          device=grad.device)))
+        return (torch.where(finite, value, value.new_zeros(())),
+                (~finite).float())
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(teacher={type(self.teacher).__name__}'

@@ -1,6 +1,7 @@
 """Forward hooks that record the output of a named sub-module."""
+import contextlib
 import difflib
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
@@ -29,10 +30,13 @@ def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
 
 
 class ModuleOutputRecorder:
-    """Record what a module returns on each forward.
+    """Record what a module returns, while armed by :func:`recording`.
 
     The output of FPN necks is a tuple with one tensor per level;
-    ``get(index)`` picks one.
+    ``get(index)`` picks one. Outside a ``recording`` block nothing is kept
+    (validation forwards record nothing), and a module that runs more than
+    once in one block (a head conv shared across FPN levels) is an error,
+    not a silent "last call wins".
 
     Args:
         source (str): Dotted path of the module to hook.
@@ -41,6 +45,7 @@ class ModuleOutputRecorder:
     def __init__(self, source: str) -> None:
         self.source = source
         self.data: Optional[Union[Tensor, Sequence[Tensor]]] = None
+        self.armed = 0  # depth of nested ``recording`` blocks
         self._handle = None
 
     def attach(self, model: nn.Module, owner: str = 'model') -> None:
@@ -56,6 +61,15 @@ class ModuleOutputRecorder:
             self._handle = None
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not self.armed:
+            return
+        if self.data is not None:
+            raise RuntimeError(
+                f'Recorder source "{self.source}" ran more than once in one '
+                'forward pass (e.g. a head conv shared across FPN levels), '
+                'so one recording cannot say which call to distil. Record a '
+                'module that runs once per forward, such as "neck" or a '
+                'backbone stage.')
         self.data = output
 
     def reset(self) -> None:
@@ -74,7 +88,8 @@ class ModuleOutputRecorder:
         if self.data is None:
             raise RuntimeError(
                 f'Nothing recorded from "{self.source}": the module did not '
-                'run in this forward pass.')
+                'run in this forward pass, or it ran outside a recording '
+                'block.')
         if index is None:
             return self.data
         if not isinstance(self.data, (tuple, list)):
@@ -86,3 +101,27 @@ class ModuleOutputRecorder:
                 f'Level index {index} is out of range: "{self.source}" '
                 f'produces {len(self.data)} levels (0..{len(self.data) - 1}).')
         return self.data[index]
+
+
+@contextlib.contextmanager
+def recording(recorders: Iterable[ModuleOutputRecorder]):
+    """Arm ``recorders`` for one forward pass; empty them on exit.
+
+    Blocks may nest: the outermost one empties the recorders, so a caller
+    can read what an inner block (e.g. ``FeatureDistiller.loss``) recorded.
+
+    Args:
+        recorders (Iterable[ModuleOutputRecorder]): Recorders to arm.
+    """
+    recorders = list(recorders)
+    for r in recorders:
+        if not r.armed:
+            r.reset()
+        r.armed += 1
+    try:
+        yield recorders
+    finally:
+        for r in recorders:
+            r.armed -= 1
+            if not r.armed:
+                r.reset()

@@ -1,0 +1,74 @@
+"""MMEngine's Runner with the checks a distillation run needs."""
+import re
+
+from mmengine.model import is_model_wrapper
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import load_state_dict
+
+from .checkpoint import fit_state_dict, read_checkpoint, state_dict_of
+
+
+@RUNNERS.register_module()
+class DistillRunner(Runner):
+    """``Runner`` that loads checkpoints strictly enough to never fail
+    silently, and always exports the student after training.
+
+    * ``load_from``, ``--resume`` and ``tools/test.py CONFIG CKPT`` map keys
+      between a ``FeatureDistiller`` and a plain detector (a student-only
+      checkpoint into the distiller's student, a distiller checkpoint's
+      student into a plain detector) and raise when more than
+      :data:`pcka_det.checkpoint.MAX_UNMATCHED` keys stay unmatched, where
+      MMEngine would warn and go on with random weights.
+    * Checkpoints from URLs are read with ``weights_only=True``
+      (:func:`pcka_det.checkpoint.read_checkpoint`).
+    * A ``FeatureDistiller`` run gets an ``ExportStudentHook`` whatever its
+      ``custom_hooks`` list says.
+
+    Every distillation config selects it with ``runner_type='DistillRunner'``
+    (``configs/_base_/distill_runtime.py``); ``tools/train.py`` and
+    ``tools/test.py`` use it for any config that names no runner.
+    """
+
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        super().register_hooks(default_hooks, custom_hooks)
+        from .hooks import ExportStudentHook
+        from .models import FeatureDistiller
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        if isinstance(model, FeatureDistiller) and not any(
+                isinstance(h, ExportStudentHook) for h in self.hooks):
+            self.register_hook(ExportStudentHook(), priority='VERY_LOW')
+
+    def load_checkpoint(self,
+                        filename: str,
+                        map_location='cpu',
+                        strict: bool = False,
+                        revise_keys: list = [(r'^module.', '')]) -> dict:
+        """Load ``filename`` into the model (see the class docstring).
+
+        Args:
+            filename (str): Local path or URL.
+            map_location: As for ``torch.load``.
+            strict (bool): Passed to the final ``load_state_dict``.
+            revise_keys (list): ``(pattern, replacement)`` pairs applied to
+                the keys first, as in MMEngine.
+
+        Returns:
+            dict: The checkpoint.
+        """
+        checkpoint = read_checkpoint(filename, map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        state = state_dict_of(checkpoint, filename)
+        for pattern, replacement in revise_keys:
+            state = {re.sub(pattern, replacement, k): v
+                     for k, v in state.items()}
+        state, note = fit_state_dict(model, state, filename)
+        if note:
+            self.logger.info(f'{filename} is {note}.')
+        load_state_dict(model, state, strict, self.logger)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
