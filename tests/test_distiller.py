@@ -24,8 +24,9 @@ def test_all_coco_configs_listed():
     names = {osp.basename(p) for p in COCO_CONFIGS}
     assert {'retina_r101_r50.py', 'retina_x101_r50.py',
             'faster_rcnn_r101_r50.py',
-            'cascade_x101_faster_rcnn_r50.py', 'pkd_retina_r101_r50.py',
-            'cwd_retina_r101_r50.py', 'fitnet_retina_r101_r50.py'} <= names
+            'cascade_x101_faster_rcnn_r50.py', 'pkd_retina_x101_r50.py',
+            'pkd_faster_rcnn_r101_r50.py', 'cwd_retina_r101_r50_1x.py',
+            'fitnet_retina_r101_r50.py'} <= names
 
 
 @pytest.mark.parametrize('path', COCO_CONFIGS)
@@ -153,16 +154,62 @@ def test_student_initialised_as_when_trained_alone():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize('method', ['pkd', 'cwd', 'fitnet'])
-def test_baseline_config_trains_one_step(method):
-    cfg = load_distill_cfg(f'configs/baselines/{method}_retina_r101_r50.py')
+@pytest.mark.parametrize('name,method,levels', [
+    ('pkd_retina_x101_r50', 'pkd', range(3, 7)),
+    ('pkd_faster_rcnn_r101_r50', 'pkd', range(2, 6)),
+    ('cwd_retina_r101_r50_1x', 'cwd', range(3, 8)),
+    ('fitnet_retina_r101_r50', 'fitnet', range(3, 8)),
+])
+def test_baseline_config_trains_one_step(name, method, levels):
+    cfg = load_distill_cfg(f'configs/baselines/{name}.py')
     with pytest.warns(UserWarning):
         model = MODELS.build(cfg.model)
     model.train()
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     log_vars = model.train_step(demo_batch(), optim)
-    keys = [f'loss_{method}_p{i}' for i in range(3, 8)]
+    keys = [f'loss_{method}_p{i}' for i in levels]
     assert all(k in log_vars for k in keys), sorted(log_vars)
     assert all(torch.isfinite(log_vars[k]) and log_vars[k] >= 0 for k in keys)
     # P7 of a 96x128 batch is 1x1, where CWD's softmax is constant (KL 0)
     assert log_vars[keys[0]] > 0
+
+
+def test_distiller_backward_on_the_gpu_path_equals_reference(monkeypatch):
+    """The distiller's PCKA gradients on the PyTorch path (the one GPUs run;
+    the compiled CPU operator is switched off) equal those of the
+    per-channel reference loss, through the whole student."""
+    from conftest import TOY_DISTILL
+    from pcka_det.losses.reference import patch_cka_reference
+    monkeypatch.setenv('PCKA_DET_DISABLE_OPS', '1')
+    cfg = load_distill_cfg(TOY_DISTILL)
+    for spec in cfg.model.distill_losses.values():
+        spec.loss.inter_weight = 2.0  # both terms
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match='teacher_ckpt is None'):
+        model = MODELS.build(cfg.model).train()
+    data = model.data_preprocessor(
+        demo_batch(batch_size=2, size=(128, 160), num_classes=6), True)
+    neck = list(model.student.neck.parameters())
+
+    def pcka_grads():
+        losses = model(**data, mode='loss')
+        total = sum(v for k, v in losses.items() if k.startswith('loss_pcka'))
+        # P7's conv is not distilled: no gradient
+        grads = torch.autograd.grad(total, neck, allow_unused=True)
+        return total, [g for g in grads if g is not None]
+
+    ours, grads = pcka_grads()
+    for loss in model.distill_losses.values():
+        def reference(s, t, loss=loss):
+            intra, inter = patch_cka_reference(s.double(), t.double(),
+                                               loss.patch_size)
+            return loss.combine(intra, inter).float()
+        monkeypatch.setattr(loss, 'forward', reference)
+    expected, expected_grads = pcka_grads()
+    assert expected > 0.1
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=0)
+    for g, e in zip(grads, expected_grads):
+        # fp32 against a float64 reference: tolerance relative to the tensor
+        torch.testing.assert_close(g, e, rtol=1e-4,
+                                   atol=1e-5 * float(e.abs().max()))
+    assert sum(g.abs().sum() for g in grads) > 0
