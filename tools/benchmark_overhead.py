@@ -59,15 +59,20 @@ def build(config: str, device: torch.device):
 
 
 def check_same_models(configs) -> None:
-    """The student/teacher rows are shared, so the configs must agree."""
+    """The student/teacher rows are shared, so the configs must agree (on the
+    resolved models: a 1x and a 2x student config build the same model)."""
     from mmengine.config import Config
 
     import pcka_det  # noqa: F401
-    from pcka_det.models.builder import resolve_config_path
+    from pcka_det.models.builder import load_model_cfg, resolve_config_path
     models = [Config.fromfile(resolve_config_path(c)).model for c in configs]
+
+    def resolved(model, side):
+        return load_model_cfg(model[side]).to_dict()
+
     for config, model in zip(configs[1:], models[1:]):
         for side in ('student', 'teacher'):
-            if model[side].to_dict() != models[0][side].to_dict():
+            if resolved(model, side) != resolved(models[0], side):
                 raise ValueError(
                     f'{config} has another {side} than {configs[0]}; compare '
                     'configs that share the student and the teacher.')
