@@ -31,26 +31,6 @@ def add_mim_extension():
             shutil.copy(src, dst)
 
 
-def ext_modules():
-    """The optional C++ operators (pcka_det/ops/csrc), built against torch.
-
-    ``optional=True``: without a compiler (or with PCKA_DET_WITH_OPS=0) the
-    install still succeeds and PCKA runs its PyTorch path.
-    """
-    if os.environ.get('PCKA_DET_WITH_OPS', '1') == '0':
-        return [], {}
-    try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
-    except ImportError:  # isolated build without torch
-        return [], {}
-    ext = CppExtension(
-        'pcka_det._ext', ['pcka_det/ops/csrc/resize_patches.cpp'],
-        extra_compile_args=['-O3', '-fopenmp'],
-        extra_link_args=['-fopenmp'],
-        optional=True)
-    return [ext], {'build_ext': BuildExtension}
-
-
 def version():
     scope = {}
     with open(osp.join(ROOT, 'pcka_det', 'version.py')) as f:
@@ -60,7 +40,6 @@ def version():
 
 if __name__ == '__main__':
     add_mim_extension()
-    extensions, cmdclass = ext_modules()
     setup(
         # Not "pcka_det": MMEngine resolves "pcka_det::" through the
         # distribution of that name, whose location is site-packages even for
@@ -77,8 +56,7 @@ if __name__ == '__main__':
         include_package_data=True,
         package_data={
             'pcka_det':
-            ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml',
-             'ops/csrc/*.cpp']
+            ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml']
         },
         install_requires=[
             'torch>=1.13', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
@@ -88,6 +66,4 @@ if __name__ == '__main__':
             'mmrazor': ['mmrazor==1.0.0', 'ordered-set', 'joblib'],
             'tests': ['pytest'],
         },
-        ext_modules=extensions,
-        cmdclass=cmdclass,
         zip_safe=False)

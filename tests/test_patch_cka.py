@@ -224,19 +224,35 @@ def test_spatial_mismatch_resizes_student_with_warning():
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_low_precision_and_autocast(dtype):
+def test_low_precision_inputs_and_autocast_compute_in_fp32(dtype):
+    """Activations up to 1e3 in fp16/bf16 (Gram entries would overflow fp16):
+    the loss equals the float64 reference on the same rounded values, in
+    and out of autocast."""
     g = torch.Generator().manual_seed(5)
     s = torch.relu(torch.randn(2, 8, 40, 56, generator=g)) * 1e3
     t = torch.relu(s + 300 * torch.randn(2, 8, 40, 56, generator=g))
+    s, t = s.to(dtype), t.to(dtype)
+    ri, re = patch_cka_reference(s.double(), t.double(), 16)
+    expected = 10 * (1 - ri.mean()) + 10 * (1 - re.mean())
     loss = PatchCKALoss(16, 10, 10)
-    ref = loss(s.to(dtype).float(), t.to(dtype).float())
-    low = loss(s.to(dtype), t.to(dtype))
+    low = loss(s, t)
     assert low.dtype == torch.float32
-    torch.testing.assert_close(low, ref, rtol=1e-3, atol=0)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    torch.testing.assert_close(low.double(), expected, rtol=2e-5, atol=0)
+    with torch.autocast('cpu', dtype=dtype):
         auto = loss(s, t)
-    torch.testing.assert_close(auto, loss(s, t), rtol=1e-3, atol=0)
-    assert torch.isfinite(auto)
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto.double(), expected, rtol=2e-5, atol=0)
+
+
+def test_double_backward_is_a_clear_error():
+    s, t = _pair((2, 2, 8, 8))
+    s = s.float().requires_grad_()
+    loss = PatchCKALoss(4, 10, 10)(s, t.float())
+    with pytest.raises(RuntimeError, match='create_graph=True'):
+        torch.autograd.grad(loss, s, create_graph=True)
+    # first-order gradients are unaffected
+    (grad, ) = torch.autograd.grad(PatchCKALoss(4, 10, 10)(s, t.float()), s)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_registered_in_mmdet():

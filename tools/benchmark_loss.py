@@ -4,10 +4,6 @@ Shapes are RetinaNet's FPN at 1333x800 with 2 images (P3..P7, C=256). Each
 measurement runs in a fresh subprocess so that its peak memory (peak RSS
 increase on a CPU, ``max_memory_allocated`` on a GPU) is its own.
 
-On a CPU our loss runs the compiled ``resize_patches`` operator when
-pcka_det was installed with it (``PCKA_DET_DISABLE_OPS=1`` measures the
-PyTorch path instead).
-
 Example:
     python tools/benchmark_loss.py
     python tools/benchmark_loss.py --device cuda --repeats 20
@@ -99,12 +95,9 @@ def main():
             cmd += ['--inter'] if inter else []
             results[(impl, inter)] = run_isolated(cmd)
 
-    from pcka_det.ops import resize_patches_available
-    fused = args.device == 'cpu' and resize_patches_available()
     print(f'PCKA loss, RetinaNet FPN P3-P7 {LEVELS}, B={args.batch}, '
           f'C={args.channels}, patch {args.patch_size}, device '
-          f'{args.device}, forward+backward, median time; compiled '
-          f'resize_patches operator: {"used" if fused else "not used"}')
+          f'{args.device}, forward+backward, median time')
     header = (f'{"terms":<13}{"impl":<11}{"time (ms)":>11}'
               f'{"peak MiB":>10}{"loss":>12}')
     print(header)

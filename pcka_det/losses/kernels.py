@@ -84,9 +84,7 @@ def gram_scores(kx: Tensor, ky: Tensor, mt: Optional[Tensor],
 
 
 def grad_operators(s: GramScores, g_intra: Optional[Tensor],
-                   g_inter: Optional[Tensor], eps: float, of_x: bool,
-                   own_out: Optional[Tensor] = None,
-                   cross_out: Optional[Tensor] = None
+                   g_inter: Optional[Tensor], eps: float, of_x: bool
                    ) -> Tuple[Tensor, Optional[Tensor]]:
     """Matrices that turn the inputs into the gradient of one side.
 
@@ -112,13 +110,12 @@ def grad_operators(s: GramScores, g_intra: Optional[Tensor],
     # a clamped norm is a constant: no gradient through it
     inv = torch.where(n_own2 < eps, torch.zeros_like(n_own2),
                       1 / n_own2.clamp_min(_TINY))
-    own = torch.mul(k_other, (2 * a / t_own)[:, None, None], out=own_out)
+    own = k_other * (2 * a / t_own)[:, None, None]
     own.addcmul_(k_own, (-2 * b * inv / t_own)[:, None, None])
     cross_t = None
     if s.mt is not None:
         mt = s.mt if of_x else s.mt.transpose(1, 2)
-        cross_t = torch.mul(mt, (c / (s.tx * s.ty).sqrt())[:, None, None],
-                            out=cross_out)
+        cross_t = mt * (c / (s.tx * s.ty).sqrt())[:, None, None]
     return own, cross_t
 
 
@@ -144,6 +141,13 @@ class _Alignment(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_intra, g_inter):
+        if torch.is_grad_enabled():
+            # the Grams saved by forward are constants here: a graph built
+            # through this backward would be silently wrong
+            raise RuntimeError(
+                'PCKA/CKA has a hand-written first-order backward: '
+                'create_graph=True (double backward, e.g. a gradient '
+                'penalty through the distillation loss) is not supported.')
         x, y, *saved = ctx.saved_tensors
         s = GramScores(*saved)
 

@@ -9,9 +9,14 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
 from .feature_pair import align_feature_pair, warn_once
-from .fused_patches import (FusedPatchAlignment, FusedPatchLoss,
-                            fused_applies, patch_count)
 from .kernels import DEFAULT_EPS, gram_alignments
+
+
+def patch_count(feat: Tensor, patch_size: int) -> int:
+    """Patches ``n`` of a ``(B, C, H, W)`` map once resized up to a multiple
+    of ``patch_size``."""
+    h, w = feat.shape[2:]
+    return math.ceil(h / patch_size) * math.ceil(w / patch_size)
 
 
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
@@ -46,12 +51,10 @@ def patch_cka(student: Tensor,
               eps: float = DEFAULT_EPS) -> Tuple[Tensor, Optional[Tensor]]:
     """Per-channel patch CKA similarities between two feature maps.
 
-    Computed in fp32 whatever the input dtype or autocast state. A student
-    map of another spatial size is resized to the teacher's (one warning).
-    On the CPU the uncentred similarities come from the compiled operator
-    without materialising the patches (``fused_patches.py``); the values are
-    those of ``to_patches`` + ``gram_alignments``, the path taken otherwise.
-    With a single patch the intra term carries no signal (uncentred it is
+    Computed in fp32 whatever the input dtype or autocast state, by
+    ``to_patches`` and ``gram_alignments`` on every device. A student map of
+    another spatial size is resized to the teacher's (one warning). With a
+    single patch the intra term carries no signal (uncentred it is
     identically 1, centred it is 0/0): it is defined as 1 with one warning.
 
     Args:
@@ -71,16 +74,9 @@ def patch_cka(student: Tensor,
     n = patch_count(teacher, patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
-        if fused_applies(teacher, patch_size, centered):
-            # the same alignments without materialising the patches
-            intra, inter_sim = FusedPatchAlignment.apply(
-                student.contiguous(), teacher.contiguous(), patch_size,
-                inter, eps)
-            inter_sim = inter_sim if inter else None
-        else:
-            intra, inter_sim = gram_alignments(
-                to_patches(student, patch_size),
-                to_patches(teacher, patch_size), centered, inter, eps)
+        intra, inter_sim = gram_alignments(
+            to_patches(student, patch_size), to_patches(teacher, patch_size),
+            centered, inter, eps)
     if n == 1:
         warn_once(
             'single_patch',
@@ -134,26 +130,9 @@ class PatchCKALoss(AlignmentLoss):
         Returns:
             Tensor: Scalar loss (fp32).
         """
-        student, teacher = align_feature_pair(student_feat, teacher_feat,
-                                              'PCKA')
-        p = self.patch_size
-        # a single patch goes through patch_cka, which defines its intra term
-        if (torch.is_grad_enabled()
-                and (student.requires_grad or teacher.requires_grad)
-                and patch_count(teacher, p) > 1
-                and fused_applies(teacher, p, self.centered)):
-            # the same loss, each chunk's gradient formed while its patches
-            # are in cache (no second pass over the maps in backward)
-            lw = self.loss_weight
-            with torch.autocast(device_type='cpu', enabled=False):
-                loss, _, _ = FusedPatchLoss.apply(
-                    student.float().contiguous(),
-                    teacher.float().contiguous(), p, lw * self.intra_weight,
-                    lw * self.inter_weight if self.with_inter else None,
-                    self.eps)
-            return loss
-        return self.combine(*patch_cka(student, teacher, p, self.centered,
-                                       inter=self.with_inter, eps=self.eps))
+        return self.combine(*patch_cka(
+            student_feat, teacher_feat, self.patch_size, self.centered,
+            inter=self.with_inter, eps=self.eps))
 
     def extra_repr(self) -> str:
         return f'patch_size={self.patch_size}, ' + super().extra_repr()
