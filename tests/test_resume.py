@@ -38,6 +38,7 @@ def _options(tiny_coco, teacher, epochs):
         'train_cfg.max_epochs': epochs,
         'train_dataloader.dataset.pipeline.3.prob': 0.0,
         'randomness.seed': 0,
+        'default_hooks.checkpoint.max_keep_ckpts': 2,
     })
 
 
@@ -90,6 +91,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_coco,
         logged = [json.loads(line) for line in f]
     trained = [(r['epoch'], r['iter']) for r in logged if 'loss' in r]
     assert trained == [(2, 5), (2, 6), (2, 7), (2, 8)], trained
+
+    # Reproducible: the same seed gives bit-identical weights (the straight
+    # CLI run and the pre-empted in-process run, after epoch 1)
+    first = _student(tmp_path / 'straight' / 'epoch_1.pth')
+    second = _student(tmp_path / 'resumed' / 'epoch_1.pth')
+    assert first.keys() == second.keys()
+    for k in first:
+        assert torch.equal(first[k], second[k]), k
 
     straight = _student(tmp_path / 'straight' / 'epoch_2.pth')
     resumed = _student(tmp_path / 'resumed' / 'epoch_2.pth')
