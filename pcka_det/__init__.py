@@ -10,6 +10,7 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from . import scope  # noqa: E402,F401  (first: makes pcka_det:: resolvable)
+from . import registry  # noqa: E402,F401  (the pcka_det:: scope's registries)
 from . import datasets, hooks, losses, models  # noqa: E402,F401 (registers)
 from . import runner  # noqa: E402,F401 (registers DistillRunner)
 from .mmrazor_compat import register_in_mmrazor  # noqa: E402

@@ -73,9 +73,10 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def parse_runtime_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+def parse_runtime_args(parser: argparse.ArgumentParser,
+                       argv: Optional[list] = None) -> argparse.Namespace:
     """Parse, and export ``LOCAL_RANK`` as torch.distributed.launch does."""
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

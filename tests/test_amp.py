@@ -65,7 +65,8 @@ def test_loss_on_rounded_features_stays_within_measured_tolerance(
         assert rounded.dtype == torch.float32
         assert exact > 0.1, name  # a loss far from 0, the relative error
         torch.testing.assert_close(rounded, exact, atol=0,
-                                   rtol=ROUNDING_RTOL[dtype], msg=name)
+                                   rtol=ROUNDING_RTOL[dtype],
+                                   msg=lambda m: f'{name}: {m}')
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
@@ -81,7 +82,7 @@ def test_loss_runs_in_fp32_under_autocast(toy_features, dtype):
         expected = loss.loss_weight * loss.intra_weight * (1 - intra.mean())
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), expected, rtol=2e-5,
-                                   atol=0, msg=name)
+                                   atol=0, msg=lambda m: f'{name}: {m}')
 
 
 def _student_grads(model):

@@ -213,7 +213,7 @@ def test_recorder_refuses_a_module_that_runs_twice_per_forward():
     data = model.data_preprocessor(demo_batch(num_classes=6), True)
     with pytest.raises(RuntimeError, match='ran more than once'):
         with model.recording():
-            model.student.loss(**data)
+            model.student(**data, mode='loss')
 
 
 def test_recorded_features_do_not_outlive_the_loss():

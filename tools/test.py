@@ -1,69 +1,10 @@
-"""Test a detector or a distiller; MMDetection's tools/test.py interface.
-
-A distiller predicts with its student, so the metrics are the student's.
-A student checkpoint exported by ``tools/export_student.py`` is tested with
-the plain student config.
+"""Test (and evaluate) a detector or a distiller: ``python -m pcka_det.test``, which
+takes MMDetection's tools/test.py flags.
 
 Example:
     python tools/test.py configs/pcka/retina_r101_r50.py epoch_24.pth
-    python tools/test.py mmdet_student_cfg.py student_last.pth --show-dir vis
 """
-import argparse
-import os.path as osp
-
-from mmengine.registry import RUNNERS
-
-import pcka_det  # noqa: F401  (registers components and pcka_det::)
-from pcka_det.datasets import check_dataloaders
-from mmdet.engine.hooks.utils import trigger_visualization_hook
-from mmdet.evaluation import DumpDetResults
-from pcka_det.runtime import (add_runtime_args, parse_runtime_args,
-                              prepare_cfg)
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description='Test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
-    parser.add_argument(
-        '--out',
-        type=str,
-        help='dump predictions to a pickle file for offline evaluation')
-    parser.add_argument(
-        '--show', action='store_true', help='show prediction results')
-    parser.add_argument(
-        '--show-dir',
-        help='directory where painted images will be saved. '
-        'If specified, it will be automatically saved '
-        'to the work_dir/timestamp/show_dir')
-    parser.add_argument(
-        '--wait-time', type=float, default=2, help='the interval of show (s)')
-    add_runtime_args(parser)
-    return parse_runtime_args(parser)
-
-
-def main():
-    args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint "{args.checkpoint}" not found')
-    cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
-    cfg.load_from = args.checkpoint
-    check_dataloaders(cfg, ['test_dataloader'])  # before any output
-    if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
-
-    runner = RUNNERS.build(cfg)
-    if args.out is not None:
-        assert args.out.endswith(('.pkl', '.pickle')), \
-            'The dump file must be a pkl file.'
-        runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
-    runner.test()
-
+from pcka_det.test import main
 
 if __name__ == '__main__':
     main()

@@ -1,0 +1,79 @@
+"""Train a detector or a distiller; MMDetection's tools/train.py interface.
+
+Runs from the installed package, no checkout needed (``tools/train.py`` in
+the repository is a wrapper of this module).
+
+Example:
+    python -m pcka_det.train pcka_det::pcka/retina_r101_r50.py
+    python -m pcka_det.train my_distill.py --work-dir w --resume
+"""
+import argparse
+import sys
+
+from .datasets import check_dataloaders
+from .runtime import add_runtime_args, parse_runtime_args, prepare_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training (GPU only)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory.')
+    add_runtime_args(parser)
+    return parse_runtime_args(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.registry import RUNNERS
+
+    cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            sys.exit('--amp needs a CUDA GPU: MMEngine\'s AmpOptimWrapper '
+                     'refuses to run on a CPU. Drop --amp to train in fp32.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            raise RuntimeError('Can not find "auto_scale_lr" or '
+                               '"auto_scale_lr.base_batch_size" in your'
+                               ' configuration file.')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    names = ['train_dataloader']
+    if cfg.get('val_cfg'):
+        names.append('val_dataloader')
+    check_dataloaders(cfg, names)  # before any output is written
+
+    runner = RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
