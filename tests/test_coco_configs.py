@@ -1,0 +1,142 @@
+"""Every COCO distillation config takes one real step at a COCO-like size.
+
+One 640x1088 image: RetinaNet's P6 (stride 64) is then 10x17 cells, two
+16-cell patches, so no PCKA level degenerates to a single patch (whose intra
+term is defined as 1, i.e. a loss of exactly 0). At 96x128 every RetinaNet
+level is one patch and a "0 <= loss" check cannot fail.
+
+For each config: every distillation loss is finite and > 0, every PCKA
+level has >= 2 patches, the distillation losses alone (not the detection
+losses) send a gradient into the student's neck and into every distilled
+student map, and the teacher neither requires nor receives a gradient.
+"""
+import glob
+import math
+import os.path as osp
+
+import pytest
+import torch
+from conftest import ROOT, demo_batch, load_distill_cfg
+
+from mmdet.registry import MODELS
+from pcka_det.losses import PatchCKALoss
+from pcka_det.models.recorders import get_module
+
+# Discovered, not listed: new or renamed configs are stepped too.
+COCO_CONFIGS = sorted(
+    osp.relpath(p, ROOT)
+    for folder in ('pcka', 'baselines')
+    for p in glob.glob(osp.join(ROOT, 'configs', folder, '*.py')))
+
+# (H, W): P6 of RetinaNet is 10x17 cells, P7 5x9; P2 of Faster R-CNN 160x272.
+IMAGE_SIZE = (640, 1088)
+
+
+def test_configs_discovered():
+    folders = {osp.basename(osp.dirname(p)) for p in COCO_CONFIGS}
+    assert folders == {'pcka', 'baselines'}, COCO_CONFIGS
+
+
+def _loss_key(name: str) -> str:
+    return name if name.startswith('loss') else f'loss_{name}'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', COCO_CONFIGS)
+def test_coco_config_real_step(path):
+    cfg = load_distill_cfg(path)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match='teacher_ckpt is None'):
+        model = MODELS.build(cfg.model)
+    model.train()
+    try:
+        _check_step(model)
+    finally:
+        model.zero_grad(set_to_none=True)
+        del model
+
+
+def _check_step(model):
+    assert len(model.distill_losses) >= 1
+    batch = demo_batch(batch_size=1, size=IMAGE_SIZE, num_classes=80, seed=0)
+    data = model.data_preprocessor(batch, True)
+    assert tuple(data['inputs'].shape[-2:]) == IMAGE_SIZE
+    # Our own hooks on the recorded modules (the distiller's recorders keep
+    # nothing once loss() returns), so the test reads exactly the maps that
+    # loss() distils.
+    seen = {}
+    handles = []
+    for side in ('student', 'teacher'):
+        for rec, recorder in getattr(model, f'{side}_recorders').items():
+            module = get_module(getattr(model, side), recorder.source)
+
+            def hook(mod, args, out, key=(side, rec)):
+                seen[key] = out
+
+            handles.append(module.register_forward_hook(hook))
+    teacher_buffers = {k: v.clone() for k, v in model.teacher.named_buffers()}
+    try:
+        torch.manual_seed(0)
+        losses = model(**data, mode='loss')  # the teacher runs as in training
+    finally:
+        for h in handles:
+            h.remove()
+    # the teacher ran in eval mode: BN running statistics untouched
+    assert not model.teacher.training
+    after = dict(model.teacher.named_buffers())
+    assert after.keys() == teacher_buffers.keys()
+    assert all(torch.equal(after[k], v) for k, v in teacher_buffers.items())
+
+    # Every distilled level is a real map; PCKA levels have >= 2 patches.
+    names = list(model.distill_losses)
+    feats = {}
+    for name in names:
+        rec, index = model.loss_mappings[name]
+        s_out, t_out = seen[('student', rec)], seen[('teacher', rec)]
+        s_feat = s_out if index is None else s_out[index]
+        t_feat = t_out if index is None else t_out[index]
+        feats[name] = s_feat
+        assert not t_feat.requires_grad, name
+        h, w = t_feat.shape[-2:]
+        assert tuple(s_feat.shape[-2:]) == (h, w), name
+        assert min(h, w) >= 2, f'{name}: level of {h}x{w} cells'
+        loss_fn = model.distill_losses[name]
+        if isinstance(loss_fn, PatchCKALoss):
+            p = loss_fn.patch_size
+            n = math.ceil(h / p) * math.ceil(w / p)
+            assert n >= 2, (f'{name}: a {h}x{w} level gives {n} patch of '
+                            f'{p}x{p} cells; its PCKA loss is 0 by definition')
+
+    # Every distillation loss is logged, finite and strictly positive.
+    values = {}
+    for name in names:
+        key = _loss_key(name)
+        assert key in losses, sorted(losses)
+        value = losses[key]
+        assert value.dim() == 0 and torch.isfinite(value), (key, value)
+        assert value.item() > 1e-6, f'{key} = {value.item()}'
+        values[name] = value
+
+    # The distillation losses alone (no detection loss) reach the student's
+    # neck and backbone, and nothing reaches the frozen teacher.
+    for feat in feats.values():
+        if feat.requires_grad:
+            feat.retain_grad()
+    total = sum(values.values())
+    if total.requires_grad:  # False if the student features were detached
+        total.backward()
+    neck_grads = [p.grad for p in model.student.neck.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in neck_grads), \
+        'no distillation gradient reached the student neck'
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.student.backbone.parameters()), \
+        'no distillation gradient reached the student backbone'
+    teacher_params = list(model.teacher.parameters())
+    assert teacher_params
+    assert all(not p.requires_grad for p in teacher_params), \
+        'teacher parameters require grad'
+    assert all(p.grad is None for p in teacher_params), \
+        'a gradient reached the teacher'
+    # Every distilled student map received a non-zero gradient.
+    for name, feat in feats.items():
+        assert feat.grad is not None and feat.grad.abs().sum() > 0, name
