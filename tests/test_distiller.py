@@ -4,7 +4,6 @@ import os.path as osp
 import pytest
 import torch
 from conftest import ROOT, demo_batch, load_distill_cfg
-from mmengine.optim import OptimWrapper
 
 from mmdet.registry import MODELS
 from pcka_det.export import export_student
@@ -14,10 +13,6 @@ COCO_CONFIGS = sorted(
     osp.relpath(p, ROOT)
     for folder in ('pcka', 'baselines')
     for p in glob.glob(osp.join(ROOT, 'configs', folder, '*.py')))
-
-
-def _teacher_snapshot(model):
-    return {k: v.clone() for k, v in model.teacher.state_dict().items()}
 
 
 def test_all_coco_configs_listed():
@@ -43,45 +38,6 @@ def test_coco_config_builds(path):
     assert not any(k.startswith('teacher') for k in model.state_dict())
     # one loss per FPN level (P2/P3 up to P6/P7)
     assert len(model.distill_losses) in (4, 5)
-
-
-@pytest.mark.parametrize('path,level_names', [
-    ('configs/pcka/retina_r101_r50.py', ['p3', 'p4', 'p5', 'p6']),
-    ('configs/pcka/faster_rcnn_r101_r50.py', ['p2', 'p3', 'p4', 'p5']),
-    ('configs/pcka/cascade_x101_faster_rcnn_r50.py', ['p2', 'p3', 'p4',
-                                                       'p5']),
-])
-def test_one_training_step(path, level_names):
-    cfg = load_distill_cfg(path)
-    with pytest.warns(UserWarning):
-        model = MODELS.build(cfg.model)
-    model.train()
-    assert not model.teacher.training  # train() does not reach the teacher
-    before = _teacher_snapshot(model)
-    student_before = {
-        k: v.clone()
-        for k, v in model.student.named_parameters()
-    }
-    optim = OptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
-    log_vars = model.train_step(demo_batch(), optim)
-    for name in level_names:
-        key = f'loss_pcka_{name}'
-        assert key in log_vars, sorted(log_vars)
-        assert 0 <= log_vars[key].item() <= 20.0 + 1e-4  # 10*(1-i)+10*(1-e)
-    assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
-    # gradients reached the student (backbone included) and changed it
-    changed = [
-        k for k, p in model.student.named_parameters()
-        if not torch.equal(p, student_before[k])
-    ]
-    assert any(k.startswith('backbone') for k in changed)
-    assert any(k.startswith('neck') for k in changed)
-    # the teacher is bit-identical, BN running stats included
-    after = model.teacher.state_dict()
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert all(p.grad is None for p in model.teacher.parameters())
 
 
 def test_distill_loss_has_gradient_only_to_student():
@@ -152,26 +108,6 @@ def test_student_initialised_as_when_trained_alone():
     a, b = alone.state_dict(), model.student.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.mark.parametrize('name,method,levels', [
-    ('pkd_retina_x101_r50', 'pkd', range(3, 7)),
-    ('pkd_faster_rcnn_r101_r50', 'pkd', range(2, 6)),
-    ('cwd_retina_r101_r50_1x', 'cwd', range(3, 8)),
-    ('fitnet_retina_r101_r50', 'fitnet', range(3, 8)),
-])
-def test_baseline_config_trains_one_step(name, method, levels):
-    cfg = load_distill_cfg(f'configs/baselines/{name}.py')
-    with pytest.warns(UserWarning):
-        model = MODELS.build(cfg.model)
-    model.train()
-    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
-    log_vars = model.train_step(demo_batch(), optim)
-    keys = [f'loss_{method}_p{i}' for i in levels]
-    assert all(k in log_vars for k in keys), sorted(log_vars)
-    assert all(torch.isfinite(log_vars[k]) and log_vars[k] >= 0 for k in keys)
-    # P7 of a 96x128 batch is 1x1, where CWD's softmax is constant (KL 0)
-    assert log_vars[keys[0]] > 0
 
 
 def test_distiller_backward_equals_reference(monkeypatch):
