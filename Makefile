@@ -1,10 +1,13 @@
 # The two commands a user types: `make demo` and `make test`.
 # Each installs what it needs first (tools/install.sh, idempotent).
+# `make test` runs the whole suite, the `slow` end-to-end tests included.
+# `make clean-demo` deletes what `make demo` made: its work dir and the
+# dataset it generated (the defaults of tools/demo.py).
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
 
-.PHONY: install test test-all demo clean-demo
+.PHONY: install test demo clean-demo
 
 install: $(STAMP)
 
@@ -17,3 +20,6 @@ test: install
 
 demo: install
 	$(PYTHON) tools/demo.py $(if $(FRESH),--fresh) $(if $(METHODS),--methods $(METHODS))
+
+clean-demo:
+	rm -rf work_dirs/demo data/synthetic

@@ -21,8 +21,47 @@ def test_level_metrics_are_one_for_identical_maps():
     assert all(0 <= other[k] < 0.9 for k in cka_report.METRICS)
 
 
+def test_patch_size_used_per_level_is_reported(capsys):
+    """The report caps the patch at half a level's shorter side; the size it
+    used is in the result, the table, the JSON and a printed note."""
+    def used(size, patch, channels=(8, 8)):
+        s = torch.randn(2, channels[0], *size)
+        t = torch.randn(2, channels[1], *size)
+        return cka_report.level_metrics(s, t, patch)['patch_size']
+
+    assert used((24, 24), 4) == 4  # toy P3
+    assert used((6, 6), 4) == 3  # toy P5: 4 would leave 2x2 patches
+    assert used((3, 3), 2) == 1  # toy P6
+    assert used((6, 6), 4, channels=(4, 8)) is None  # no PCKA there
+
+    info = {
+        'p3': cka_report.patch_size_summary(4, {(24, 24)}, [4, 4]),
+        'p5': cka_report.patch_size_summary(4, {(6, 6)}, [3, 3]),
+        'p4': cka_report.patch_size_summary(4, {(12, 16), (6, 8)}, [4, 3]),
+        'p6': cka_report.patch_size_summary(2, {(3, 3)}, [None]),
+    }
+    assert info['p4'] == dict(configured=4, used=[3, 4],
+                              map_sizes=[[6, 8], [12, 16]])
+    assert [cka_report.patch_label(info[n]) for n in info] == [
+        '4', '3 (loss 4)', '3-4 (loss 4)', '-']
+    stats = dict(mean=0.5, std=0.1)
+    report = dict(levels=list(info), patch_sizes=info, students=dict(
+        a=dict(levels={n: {m: stats for m in cka_report.METRICS}
+                       for n in info})))
+    rows = cka_report.format_table(report).splitlines()
+    assert rows[0].split()[:2] == ['level', 'patch']
+    assert rows[2].split()[:2] == ['p3', '4']
+    assert rows[3].split()[:4] == ['p5', '3', '(loss', '4)']
+    note = cka_report.patch_note(report).splitlines()
+    assert len(note) == 2  # p5 and p4; p3 is as configured, p6 has no PCKA
+    assert note[0].startswith('p5: PCKA measured with patch 3 (loss 4) on '
+                              'its 6x6 map')
+    assert note[1].startswith('p4: PCKA measured with patch 3-4 (loss 4) '
+                              'on its 6x8, 12x16 maps')
+
+
 @pytest.mark.slow
-def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt):
+def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt, capsys):
     from pcka_det.models import build_detector
     cfg = Config.fromfile(TOY_DISTILL)
     paths = []
@@ -49,6 +88,15 @@ def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt):
         '--batch-size', '2', '--out-dir', str(out)])
     saved = json.loads((out / 'report.json').read_text())
     assert saved['levels'] == ['pcka_p3', 'pcka_p4', 'pcka_p5', 'pcka_p6']
+    # 192 px images: P3-P6 are 24, 12, 6 and 3 cells; the loss's patches
+    # are 4, 4, 4 and 2; the report shrinks the last two
+    assert {n: (p['configured'], p['used'], p['map_sizes'])
+            for n, p in saved['patch_sizes'].items()} == {
+        'pcka_p3': (4, [4], [[24, 24]]), 'pcka_p4': (4, [4], [[12, 12]]),
+        'pcka_p5': (4, [3], [[6, 6]]), 'pcka_p6': (2, [1], [[3, 3]])}
+    printed = capsys.readouterr().out
+    assert 'pcka_p5: PCKA measured with patch 3 (loss 4)' in printed
+    assert 'pcka_p6: PCKA measured with patch 1 (loss 2)' in printed
     assert saved['num_images'] == 4
     assert (out / 'cka_report.png').stat().st_size > 10_000
     a, b = report['students']['a'], report['students']['a_distiller']

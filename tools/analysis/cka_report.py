@@ -7,6 +7,13 @@ as samples), mean and spread over batches; plus a teacher-level x
 student-level CKA matrix (images as samples, each level pooled to 4x4).
 Writes ``report.json`` and ``cka_report.png``.
 
+The PCKA patch of a level is the loss's ``patch_size`` (``--patch-size`` for
+other losses), capped at half the level's shorter side (at least 1) so that
+small levels still have several patches per side: on 192 px images the toy
+P5 (6x6) is measured with 3-cell patches instead of the loss's 4, P6 (3x3)
+with 1 instead of 2. The patch size used per level is printed and stored
+(``patch_sizes`` in ``report.json``).
+
 Example:
     python tools/analysis/cka_report.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py \\
         --teacher-ckpt work_dirs/demo/teacher/model.pth \\
@@ -56,16 +63,12 @@ def parse_args(argv=None):
 
 def load_student_weights(student: torch.nn.Module, path: str) -> None:
     """Load a student-only or a distiller checkpoint into ``student``."""
-    from pcka_det.export import STUDENT_PREFIX
-    from pcka_det.models.distiller import state_dict_mismatch
+    from pcka_det.checkpoint import (fit_keys, mismatch, read_checkpoint,
+                                     state_dict_of)
     if not osp.isfile(path):
         raise FileNotFoundError(f'--student-ckpt "{path}" does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt)
-    if any(k.startswith(STUDENT_PREFIX) for k in state):
-        state = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
-                 if k.startswith(STUDENT_PREFIX)}
-    problem = state_dict_mismatch(student, state)
+    state, _ = fit_keys(student, state_dict_of(read_checkpoint(path), path))
+    _, problem = mismatch(student, state)
     if problem:
         raise RuntimeError(f'--student-ckpt "{path}" does not match the '
                            f'config\'s student: {problem}')
@@ -84,17 +87,25 @@ def level_specs(distiller, default_patch: int) -> Dict[str, tuple]:
     return specs
 
 
+def used_patch_size(patch: int, size) -> int:
+    """The patch side the report uses on a level of ``size = (H, W)``:
+    ``patch``, capped at half the shorter side, at least 1."""
+    return min(patch, max(1, min(size) // 2))
+
+
 def level_metrics(s: torch.Tensor, t: torch.Tensor, patch: int) -> dict:
-    """PCKA intra/inter and plain CKA between two ``(B, C, H, W)`` maps."""
+    """PCKA intra/inter and plain CKA between two ``(B, C, H, W)`` maps,
+    and the ``patch_size`` used (None when the widths differ)."""
     from pcka_det.losses import cka, patch_cka
     out = {}
     if s.shape[1] == t.shape[1]:
-        patch = min(patch, max(1, min(t.shape[2:]) // 2))
+        patch = used_patch_size(patch, t.shape[2:])
         intra, inter = patch_cka(s, t, patch, inter=True)
         out.update(pcka_intra=intra.mean().item(),
-                   pcka_inter=inter.mean().item())
+                   pcka_inter=inter.mean().item(), patch_size=patch)
     else:  # per-channel similarities need equal widths
-        out.update(pcka_intra=float('nan'), pcka_inter=float('nan'))
+        out.update(pcka_intra=float('nan'), pcka_inter=float('nan'),
+                   patch_size=None)
     if s.shape[2:] != t.shape[2:]:
         s = F.interpolate(s, size=t.shape[2:], mode='bilinear')
     positions = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in (s, t)]
@@ -138,20 +149,25 @@ def collect(args) -> dict:
     loader_cfg.batch_size = args.batch_size
     loader = Runner.build_dataloader(loader_cfg)
     per_batch = {label: {name: [] for name in specs} for label in students}
+    sizes = {name: set() for name in specs}  # teacher (H, W) per level
     t_pooled, s_pooled = [], {label: [] for label in students}
     seen = 0
     for batch in loader:
         data = distiller.data_preprocessor(batch, False)
-        distiller.teacher_features(data['inputs'])
-        t_levels = {n: distiller.teacher_recorders[r].get(i)
-                    for n, (r, i, _) in specs.items()}
+        with distiller.recording():  # recorders record only inside
+            distiller.teacher_features(data['inputs'], data['data_samples'])
+            t_levels = {n: distiller.teacher_recorders[r].get(i)
+                        for n, (r, i, _) in specs.items()}
         t_pooled.append([pooled(f) for f in t_levels.values()])
+        for name, feat in t_levels.items():
+            sizes[name].add(tuple(feat.shape[2:]))
         for label, state in students.items():
             distiller.student.load_state_dict(state)
             distiller.student.eval()
-            distiller.student.extract_feat(data['inputs'])
-            s_levels = {n: distiller.student_recorders[r].get(i)
-                        for n, (r, i, _) in specs.items()}
+            with distiller.recording():
+                distiller.student.extract_feat(data['inputs'])
+                s_levels = {n: distiller.student_recorders[r].get(i)
+                            for n, (r, i, _) in specs.items()}
             for name, (_, _, patch) in specs.items():
                 per_batch[label][name].append(
                     level_metrics(s_levels[name].float(),
@@ -166,7 +182,14 @@ def collect(args) -> dict:
 
     teacher_desc = stack(t_pooled)
     report = dict(config=args.config, teacher_ckpt=args.teacher_ckpt,
-                  num_images=seen, levels=list(specs), students={})
+                  num_images=seen, levels=list(specs),
+                  patch_sizes={
+                      name: patch_size_summary(
+                          specs[name][2], sizes[name],
+                          [r['patch_size'] for rows in per_batch.values()
+                           for r in rows[name]])
+                      for name in specs},
+                  students={})
     for label, path in zip(args.labels, args.student_ckpt):
         summary = {}
         for name, rows in per_batch[label].items():
@@ -184,13 +207,48 @@ def collect(args) -> dict:
     return report
 
 
+def patch_size_summary(configured: int, sizes, used) -> dict:
+    """``patch_sizes`` entry of one level: the loss's (or ``--patch-size``)
+    patch, the sorted distinct patch sizes used and teacher map sizes."""
+    return dict(configured=configured,
+                used=sorted({p for p in used if p is not None}),
+                map_sizes=[list(s) for s in sorted(sizes)])
+
+
+def patch_label(info: dict) -> str:
+    """``'4'``, ``'3 (loss 4)'``, ``'2-4 (loss 4)'`` or ``'-'`` (no PCKA)."""
+    used = info['used']
+    if not used:
+        return '-'
+    text = str(used[0]) if len(used) == 1 else f'{used[0]}-{used[-1]}'
+    if used != [info['configured']]:
+        text += f' (loss {info["configured"]})'
+    return text
+
+
+def patch_note(report: dict) -> str:
+    """One line per level measured with a smaller patch than its loss's."""
+    lines = []
+    for name in report['levels']:
+        info = report['patch_sizes'][name]
+        if info['used'] and info['used'] != [info['configured']]:
+            sizes = ', '.join('x'.join(map(str, s))
+                              for s in info['map_sizes'])
+            maps = 'map' if len(info['map_sizes']) == 1 else 'maps'
+            lines.append(
+                f'{name}: PCKA measured with patch {patch_label(info)} on '
+                f'its {sizes} {maps} (the report caps the patch at half the '
+                'shorter side)')
+    return '\n'.join(lines)
+
+
 def format_table(report: dict) -> str:
     labels = list(report['students'])
-    head = f'{"level":<12}' + ''.join(
+    head = f'{"level":<12}{"patch":>13}' + ''.join(
         f'{f"{m} [{label}]":>26}' for m in METRICS for label in labels)
     lines = [head, '-' * len(head)]
     for name in report['levels']:
-        row = f'{name:<12}'
+        row = f'{name:<12}{patch_label(report["patch_sizes"][name]):>13}'
         for m in METRICS:
             for label in labels:
                 v = report['students'][label]['levels'][name][m]
@@ -210,7 +268,9 @@ def plot(report: dict, path: str) -> None:
         data = report['students'][label]
         grid = [[data['levels'][n][m]['mean'] for m in METRICS]
                 for n in levels]
-        panels = ((axes[row][0], grid, list(METRICS), levels,
+        patched = [f'{n} (patch {patch_label(report["patch_sizes"][n])})'
+                   for n in levels]
+        panels = ((axes[row][0], grid, list(METRICS), patched,
                    f'{label}: similarity to the teacher'),
                   (axes[row][1], data['cross_level_cka'], levels, levels,
                    f'{label}: CKA, teacher level (rows) x student level'))
@@ -236,6 +296,9 @@ def main(argv: List[str] = None) -> dict:
     table = format_table(report)
     report['table'] = table
     print(table)
+    note = patch_note(report)
+    if note:
+        print(note)
     with open(osp.join(args.out_dir, 'report.json'), 'w') as f:
         json.dump(report, f, indent=1)
     plot(report, osp.join(args.out_dir, 'cka_report.png'))
