@@ -1,20 +1,10 @@
 """Version shims, each one small and explained.
 
-torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, but
-MMEngine 0.10.7 calls ``torch.load`` without the argument and its runner
-checkpoints hold ``HistoryBuffer`` objects and numpy arrays (message hub,
-meta). Resuming or ``load_from`` then fails. The training and test tools,
-which only load checkpoints the user points them at, restore the behaviour
-MMEngine was written for. Student and teacher checkpoints written by
-``pcka_det.export`` hold tensors and plain meta only, so plain MMDetection
-loads them without this.
+(Checkpoints need none: ``pcka_det.checkpoint.read_checkpoint`` passes
+``weights_only`` explicitly, ``True`` for URLs and ``False`` for the local
+MMEngine checkpoints a user points at, instead of the process-wide
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.)
 """
-import os
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load`` read MMEngine runner checkpoints in this process."""
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def allow_cpu_distributed() -> None:

@@ -127,10 +127,8 @@ def run_stage_worker(args) -> None:
     from mmengine.registry import RUNNERS
 
     import pcka_det  # noqa: F401
-    from pcka_det.compat import allow_mmengine_checkpoints
     from pcka_det.export import export_student, slim_checkpoint
     from pcka_det.runtime import prepare_cfg
-    allow_mmengine_checkpoints()
 
     name = args.stage
     config = {n: c for n, c, _ in stages(METHODS)}[name]

@@ -127,11 +127,9 @@ def collect(args) -> dict:
     import pcka_det  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from pcka_det.compat import allow_mmengine_checkpoints
     from pcka_det.losses import cka
     from pcka_det.models.builder import resolve_config_path
     register_all_modules()
-    allow_mmengine_checkpoints()
 
     cfg = Config.fromfile(resolve_config_path(args.config))
     if cfg.model.get('type') != 'FeatureDistiller':
