@@ -28,6 +28,10 @@ STUDENT_PREFIX = 'student.'
 MAX_UNMATCHED = 8
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint from a URL holds more than weights."""
+
+
 def is_url(path: str) -> bool:
     """Whether ``path`` names a remote or model-zoo checkpoint."""
     return '://' in path
@@ -77,7 +81,8 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
 
     Raises:
         FileNotFoundError: A local path that does not exist.
-        RuntimeError: A remote checkpoint that holds more than weights.
+        UnsafeCheckpointError: A remote checkpoint that holds more than
+            weights.
     """
     if path.startswith(('http://', 'https://')):
         local = _download(path)
@@ -89,7 +94,7 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
             lines = [line for line in str(e).split('\n') if line.strip()]
             reason = next((line for line in lines if 'GLOBAL' in line),
                           lines[-1] if lines else '')[:300]
-            raise RuntimeError(
+            raise UnsafeCheckpointError(
                 f'Refused to load "{path}": checkpoints fetched from a URL are '
                 'read with torch.load(weights_only=True), and this one holds '
                 f'other pickled objects ({reason}). If you trust its source, '

@@ -10,7 +10,8 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from ..checkpoint import is_url, mismatch, read_checkpoint, state_dict_of
+from ..checkpoint import (UnsafeCheckpointError, is_url, mismatch,
+                          read_checkpoint, state_dict_of)
 from .builder import build_detector
 from .recorders import ModuleOutputRecorder, recording
 from .teacher_inputs import TeacherInputs, describe
@@ -30,11 +31,8 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
         raise FileNotFoundError(f'teacher_ckpt "{path}" does not exist')
     try:
         ckpt = read_checkpoint(path)
-    except RuntimeError as e:
-        if str(e).startswith('Refused'):
-            raise
-        raise RuntimeError(f'teacher_ckpt "{path}" could not be read ({e})'
-                           ) from e
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:
         raise RuntimeError(
             f'teacher_ckpt "{path}" could not be read ({type(e).__name__}: '
