@@ -7,6 +7,8 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
 from .checkpoint import fit_state_dict, read_checkpoint, state_dict_of
+from .hooks import ExportStudentHook
+from .models import FeatureDistiller
 
 
 @RUNNERS.register_module()
@@ -32,8 +34,6 @@ class DistillRunner(Runner):
 
     def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
         super().register_hooks(default_hooks, custom_hooks)
-        from .hooks import ExportStudentHook
-        from .models import FeatureDistiller
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
         if isinstance(model, FeatureDistiller) and not any(
