@@ -90,8 +90,9 @@ def test_channel_mismatch_without_connector_suggests_one():
         model(**data, mode='loss')
 
 
-def test_connector_maps_student_width():
-    model = distiller(
+def narrow_student_with_connector():
+    """A 64-wide student FPN, a connector to the 128-wide teacher on P3."""
+    return distiller(
         student=dict(STUDENT, neck=dict(out_channels=64),
                      bbox_head=dict(in_channels=64)),
         distill_losses=dict(pcka_p3=dict(
@@ -99,6 +100,10 @@ def test_connector_maps_student_width():
             connector=dict(type='ConvConnector', in_channels=64,
                            out_channels=128),
             loss=dict(type='PatchCKALoss', patch_size=4))))
+
+
+def test_connector_maps_student_width():
+    model = narrow_student_with_connector()
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     conv = model.connectors['pcka_p3'].conv.weight.clone()
     log = model.train_step(demo_batch(num_classes=6), optim)
@@ -165,14 +170,7 @@ def test_recorder_on_backbone_stage_with_connector():
 
 
 def test_skipped_loss_sends_no_nan_gradient_through_its_connector():
-    model = distiller(
-        student=dict(STUDENT, neck=dict(out_channels=64),
-                     bbox_head=dict(in_channels=64)),
-        distill_losses=dict(pcka_p3=dict(
-            index=0,
-            connector=dict(type='ConvConnector', in_channels=64,
-                           out_channels=128),
-            loss=dict(type='PatchCKALoss', patch_size=4))))
+    model = narrow_student_with_connector()
     # finite inputs, NaN value and NaN gradient: x * (0 * inf)
     model.distill_losses['pcka_p3'].forward = \
         lambda s, t: (s * t.sum() * 0 * float('inf')).sum()
