@@ -23,11 +23,12 @@ def test_overhead_rows(tmp_path, capsys):
     out = tmp_path / 'o.json'
     summary = benchmark_overhead.main([
         TOY_DISTILL, '--batch-size', '1', '--image-size', '64', '64',
-        '--repeats', '1', '--json', str(out)])
+        '--repeats', '1', '--teacher-dtype', 'bf16', '--json', str(out)])
     name = osp.splitext(osp.basename(TOY_DISTILL))[0]
     assert set(summary['results']) == {
-        'student alone', 'teacher forward', f'{name}: losses only',
-        f'{name}: distiller'}
+        'student alone', 'teacher forward', 'teacher forward (bf16)',
+        f'{name}: losses only', f'{name}: distiller',
+        f'{name}: alignment log step'}
     for r in summary['results'].values():
         assert r['time'] > 0 and r['peak'] >= 0
     b = summary['breakdown'][name]

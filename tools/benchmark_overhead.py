@@ -4,7 +4,10 @@ For one or more distillation configs sharing a student, measures a training
 step (forward, backward, SGD update) of the student alone, the teacher's
 forward alone (backbone + neck under no_grad, as the distiller runs it), the
 distillation losses alone (forward + backward on recorded features), and a
-distiller training step per config. Each runs in a fresh process on the same
+distiller training step per config; also the teacher's forward in
+``--teacher-dtype`` / ``--teacher-channels-last`` when given, and the cost
+of one ``log_alignment_interval`` logging step (PCKA intra/inter of every
+distilled level, no gradient). Each runs in a fresh process on the same
 random batch, so peak memory (peak RSS on a CPU, max allocated on a GPU) is
 its own. Teachers are random (no download); timing does not depend on
 weights.
@@ -33,13 +36,18 @@ def parse_args(argv=None):
     parser.add_argument('--image-size', type=int, nargs=2, default=[192, 192],
                         metavar=('W', 'H'))
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--teacher-dtype', choices=['fp16', 'bf16'],
+                        help='also time the teacher forward in this dtype')
+    parser.add_argument('--teacher-channels-last', action='store_true',
+                        help='also time the teacher forward channels_last')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--item', help=argparse.SUPPRESS)  # worker mode
     return parser.parse_args(argv)
 
 
-def build(config: str, device: torch.device):
-    """The distiller of ``config`` with a random teacher, no downloads."""
+def build(config: str, device: torch.device, **overrides):
+    """The distiller of ``config`` with a random teacher, no downloads;
+    ``overrides`` go into its model config."""
     import warnings
 
     from mmengine.config import Config
@@ -51,6 +59,7 @@ def build(config: str, device: torch.device):
     register_all_modules()
     cfg = Config.fromfile(resolve_config_path(config))
     cfg.model.teacher_ckpt = None
+    cfg.model.update(overrides)
     for side in ('student', 'teacher'):
         cfg.model[side].setdefault('backbone', {})['init_cfg'] = None
     with warnings.catch_warnings():
@@ -95,7 +104,11 @@ def worker(args) -> None:
     dev = torch.device(args.device)
     kind, _, index = args.item.partition(':')
     config = args.configs[int(index or 0)]
-    distiller = build(config, dev)
+    overrides = {}
+    if kind == 'teacher_variant':
+        overrides = dict(teacher_dtype=args.teacher_dtype,
+                         teacher_channels_last=args.teacher_channels_last)
+    distiller = build(config, dev, **overrides)
     data = batch(args)
 
     def sgd(params):
@@ -105,10 +118,10 @@ def worker(args) -> None:
         model = distiller.student
         optim = sgd(model.parameters())
         fn = lambda: model.train_step(data, optim)  # noqa: E731
-    elif kind == 'teacher':
+    elif kind in ('teacher', 'teacher_variant'):
         inputs = distiller.data_preprocessor(data, True)['inputs']
         fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
-    elif kind == 'loss':
+    elif kind in ('loss', 'alignment'):
         processed = distiller.data_preprocessor(data, True)
         pairs = []
         with distiller.recording():  # record the features once
@@ -119,6 +132,10 @@ def worker(args) -> None:
                 pairs.append((name, s.requires_grad_(), t))
 
         def fn():
+            if kind == 'alignment':
+                for name, s, t in pairs:
+                    distiller.alignment(name, s, t)
+                return
             total = 0
             for name, s, t in pairs:
                 s.grad = None
@@ -143,12 +160,24 @@ def main(argv=None) -> dict:
             str(args.repeats)]
     results = {'student alone': run_isolated(base + ['--item', 'student']),
                'teacher forward': run_isolated(base + ['--item', 'teacher'])}
+    variant = [f for f, on in ((args.teacher_dtype, args.teacher_dtype),
+                               ('channels_last', args.teacher_channels_last))
+               if on]
+    if variant:
+        extra = (['--teacher-dtype', args.teacher_dtype]
+                 if args.teacher_dtype else [])
+        extra += ['--teacher-channels-last'] if args.teacher_channels_last \
+            else []
+        results[f'teacher forward ({", ".join(variant)})'] = run_isolated(
+            base + extra + ['--item', 'teacher_variant'])
     for i, config in enumerate(args.configs):
         name = osp.splitext(osp.basename(config))[0]
         results[f'{name}: losses only'] = run_isolated(
             base + ['--item', f'loss:{i}'])
         results[f'{name}: distiller'] = run_isolated(
             base + ['--item', f'distill:{i}'])
+        results[f'{name}: alignment log step'] = run_isolated(
+            base + ['--item', f'alignment:{i}'])
 
     w, h = args.image_size
     print(f'Training step, batch {args.batch_size} x {w}x{h}, device '

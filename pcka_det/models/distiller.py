@@ -2,7 +2,7 @@
 import copy
 import os.path as osp
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -10,13 +10,16 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from ..checkpoint import (UnsafeCheckpointError, is_url, mismatch,
-                          read_checkpoint, state_dict_of)
+from ..checkpoint import (UnsafeCheckpointError, fit_state_dict, is_url,
+                          mismatch, read_checkpoint, state_dict_of)
+from ..losses.patch_cka import patch_cka
 from .builder import build_detector
-from .recorders import ModuleOutputRecorder, recording
+from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher_inputs import TeacherInputs, describe
 
 NONFINITE_POLICIES = ('skip', 'raise')
+TEACHER_DTYPES = {None: torch.float32, 'fp32': torch.float32,
+                  'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
@@ -73,6 +76,21 @@ class FeatureDistiller(BaseModel):
             ``'skip'`` (drop it for this step, warn) or ``'raise'``.
         predict_with (str): ``'student'`` (default) or ``'teacher'``: the
             model used by ``predict`` (validation, test, visualisation).
+        student_ckpt (str, optional): A plain mmdet (or distiller)
+            checkpoint the student starts from, loaded by ``init_weights``
+            (so after MMEngine's own initialisation, before the first step).
+        inherit (Sequence[str], optional): Teacher modules copied into the
+            student by ``init_weights`` (e.g. ``('neck', 'bbox_head')``,
+            FGD/MGD's "inherit" strategy); their parameters must match in
+            names and shapes.
+        teacher_dtype (str, optional): ``'fp16'`` or ``'bf16'``: run the
+            frozen teacher's backbone and neck in half precision; its
+            features are cast back to fp32 for the losses.
+        teacher_channels_last (bool): Run the teacher in ``channels_last``.
+        log_alignment_interval (int): Every that many training steps, log
+            the PCKA intra/inter similarity of each distilled level
+            (``distill/<name>_intra``, ``distill/<name>_inter``) from the
+            features the step already has. 0 (default) turns it off.
         init_cfg (dict, optional): Init config.
     """
 
@@ -84,6 +102,11 @@ class FeatureDistiller(BaseModel):
                  distill_losses: Optional[dict] = None,
                  nonfinite: str = 'skip',
                  predict_with: str = 'student',
+                 student_ckpt: Optional[str] = None,
+                 inherit: Optional[Sequence[str]] = None,
+                 teacher_dtype: Optional[str] = None,
+                 teacher_channels_last: bool = False,
+                 log_alignment_interval: int = 0,
                  init_cfg: Optional[dict] = None) -> None:
         student_model = build_detector(student)
         super().__init__(
@@ -102,6 +125,14 @@ class FeatureDistiller(BaseModel):
             load_teacher_checkpoint(teacher_model, teacher_ckpt)
         teacher_model.eval()
         teacher_model.requires_grad_(False)
+        if teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f'teacher_dtype must be one of '
+                             f'{sorted(TEACHER_DTYPES, key=str)}, got '
+                             f'"{teacher_dtype}"')
+        self.teacher_dtype = TEACHER_DTYPES[teacher_dtype]
+        self.teacher_memory_format = (torch.channels_last
+                                      if teacher_channels_last else
+                                      torch.contiguous_format)
         # Bypass nn.Module registration on purpose (see class docstring).
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
@@ -117,6 +148,10 @@ class FeatureDistiller(BaseModel):
                 'from the student '
                 f'({describe(student_model.data_preprocessor)}); the batch '
                 'is re-normalised for the teacher.')
+        teacher_model.to(dtype=self.teacher_dtype,
+                         memory_format=self.teacher_memory_format)
+        # its normalisation constants stay exact (the batch is fp32)
+        teacher_model.data_preprocessor.float()
 
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f'nonfinite must be one of {NONFINITE_POLICIES}, '
@@ -126,6 +161,13 @@ class FeatureDistiller(BaseModel):
                              f'got "{predict_with}"')
         self.nonfinite = nonfinite
         self.predict_with = predict_with
+        self.student_ckpt = student_ckpt
+        self.inherit = tuple(inherit or ())
+        self.log_alignment_interval = log_alignment_interval
+        self._steps = 0
+        # Set (and then logged) by DistillLossScheduleHook; None means 1.
+        # 0 skips the teacher and the losses.
+        self.distill_scale: Optional[float] = None
         self._build_recorders(recorders or dict(neck='neck'))
         self._build_losses(distill_losses or {})
 
@@ -163,6 +205,38 @@ class FeatureDistiller(BaseModel):
             if spec.get('connector') is not None:
                 self.connectors[name] = MODELS.build(spec['connector'])
             self.loss_mappings[name] = (recorder, spec.get('index'))
+
+    def init_weights(self) -> None:
+        """MMEngine's initialisation, then ``student_ckpt`` and ``inherit``.
+
+        The runner calls this before the first step (and before resuming,
+        which then overrides it), so weights loaded here are the ones the
+        student starts from.
+        """
+        super().init_weights()
+        if self.student_ckpt is not None:
+            state = state_dict_of(read_checkpoint(self.student_ckpt),
+                                  self.student_ckpt)
+            state, _ = fit_state_dict(self.student, state, self.student_ckpt)
+            self.student.load_state_dict(state, strict=False)
+            MMLogger.get_current_instance().info(
+                f'Student initialised from {self.student_ckpt}')
+        for prefix in self.inherit:
+            own = get_module(self.student, prefix, 'student').state_dict()
+            theirs = get_module(self.teacher, prefix, 'teacher').state_dict()
+            wrong = sorted(set(own) ^ set(theirs)) + sorted(
+                k for k in set(own) & set(theirs)
+                if own[k].shape != theirs[k].shape)
+            if wrong:
+                raise ValueError(
+                    f'inherit: the student\'s "{prefix}" is not the '
+                    f'teacher\'s ({len(wrong)} keys differ in name or shape, '
+                    f'first {wrong[:5]}); inherit only modules the two '
+                    'detectors share.')
+            get_module(self.student, prefix, 'student').load_state_dict(
+                {k: v.float() for k, v in theirs.items()})
+            MMLogger.get_current_instance().info(
+                f'Student "{prefix}" initialised from the teacher\'s')
 
     def _apply(self, fn, *args, **kwargs):
         # Move/cast the unregistered teacher together with the distiller.
@@ -216,7 +290,9 @@ class FeatureDistiller(BaseModel):
         with torch.no_grad():
             if self.teacher_inputs is not None:
                 inputs = self.teacher_inputs(inputs, data_samples)
-            self.teacher.extract_feat(inputs)
+            self.teacher.extract_feat(inputs.to(
+                dtype=self.teacher_dtype,
+                memory_format=self.teacher_memory_format))
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Detection losses of the student plus one loss per distilled level.
@@ -229,6 +305,18 @@ class FeatureDistiller(BaseModel):
             dict[str, Tensor]: The student's losses and ``loss_<name>`` for
             every distillation loss.
         """
+        self._steps += 1
+        scale = 1.0 if self.distill_scale is None else self.distill_scale
+        if scale == 0:  # distillation stopped: the student alone
+            losses = self.student.loss(inputs, data_samples)
+            # connectors stay in the graph, so DDP sees every parameter used
+            losses['loss_distill_off'] = sum(
+                (p.sum() * 0 for p in self.connectors.parameters()),
+                inputs.new_zeros(()))
+            losses['distill_scale'] = inputs.new_zeros(())
+            return losses
+        log_alignment = (self.log_alignment_interval > 0 and self._steps %
+                         self.log_alignment_interval == 0)
         # Recorders hold features only inside this block: they are not kept
         # alive afterwards, nor filled by validation forwards.
         with self.recording():
@@ -237,11 +325,15 @@ class FeatureDistiller(BaseModel):
             nonfinite = []
             for name, (rec, index) in self.loss_mappings.items():
                 s_feat = self.student_recorders[rec].get(index)
-                t_feat = self.teacher_recorders[rec].get(index)
+                t_feat = self.teacher_recorders[rec].get(index).float()
                 value, bad = self.distill_loss(name, s_feat, t_feat)
                 losses[name if name.startswith('loss')
-                       else f'loss_{name}'] = value
+                       else f'loss_{name}'] = value * scale
                 nonfinite.append(bad)
+                if log_alignment:
+                    losses.update(self.alignment(name, s_feat, t_feat))
+        if self.distill_scale is not None:
+            losses['distill_scale'] = inputs.new_tensor(scale)
         if nonfinite and self.nonfinite == 'skip':
             # Logged (not summed: no "loss" in the name), so a skipped
             # loss shows in the training log without a host-device sync here.
@@ -284,6 +376,33 @@ class FeatureDistiller(BaseModel):
                                           device=grad.device)))
         return (torch.where(finite, value, value.new_zeros(())),
                 (~finite).float())
+
+    @torch.no_grad()
+    def alignment(self, name: str, s_feat: Tensor,
+                  t_feat: Tensor) -> Dict[str, Tensor]:
+        """PCKA intra and inter similarity of one distilled level, to log.
+
+        Uses the level's ``PatchCKALoss`` patch size and centring, or the
+        official 16-cell uncentred patches for other losses.
+
+        Args:
+            name (str): Key of ``distill_losses``.
+            s_feat (Tensor): Student feature ``(B, C_s, H, W)`` (before the
+                connector, which is applied here).
+            t_feat (Tensor): Teacher feature ``(B, C_t, H, W)``.
+
+        Returns:
+            dict[str, Tensor]: ``distill/<name>_intra`` and ``_inter``, the
+            channel means.
+        """
+        loss = self.distill_losses[name]
+        if name in self.connectors:
+            s_feat = self.connectors[name](s_feat)
+        intra, inter = patch_cka(
+            s_feat, t_feat, getattr(loss, 'patch_size', 16),
+            getattr(loss, 'centered', False))
+        return {f'distill/{name}_intra': intra.mean(),
+                f'distill/{name}_inter': inter.mean()}
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(teacher={type(self.teacher).__name__}'

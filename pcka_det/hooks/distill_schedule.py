@@ -1,0 +1,92 @@
+"""Scale the distillation losses over training: warm-up, decay, stop."""
+import math
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmdet.registry import HOOKS
+
+
+def schedule_factor(iteration: int, epoch: int, max_iters: int,
+                    warmup_iters: int = 0, decay: Optional[str] = None,
+                    min_factor: float = 0.0, stop_epoch: Optional[int] = None,
+                    stop_iter: Optional[int] = None) -> float:
+    """The factor of the distillation losses at one training step.
+
+    Args:
+        iteration (int): Steps done before this one (``runner.iter``).
+        epoch (int): Epochs done before this one (``runner.epoch``).
+        max_iters (int): Steps of the whole run.
+        warmup_iters (int): Linear warm-up from ``1/warmup_iters`` to 1.
+        decay (str, optional): ``'linear'`` or ``'cosine'`` from 1 at the
+            first step to ``min_factor`` at the last; None keeps 1.
+        min_factor (float): Where the decay ends.
+        stop_epoch (int, optional): From this epoch on (0-based count of
+            epochs done) the factor is 0.
+        stop_iter (int, optional): From this step on the factor is 0.
+
+    Returns:
+        float: The factor, in [0, 1].
+    """
+    if (stop_epoch is not None and epoch >= stop_epoch) or (
+            stop_iter is not None and iteration >= stop_iter):
+        return 0.0
+    factor = 1.0
+    if warmup_iters > 0 and iteration < warmup_iters:
+        factor *= (iteration + 1) / warmup_iters
+    if decay is not None:
+        progress = min(iteration / max(max_iters - 1, 1), 1.0)
+        if decay == 'linear':
+            shape = 1 - progress
+        elif decay == 'cosine':
+            shape = (1 + math.cos(math.pi * progress)) / 2
+        else:
+            raise ValueError(f'decay must be "linear", "cosine" or None, got '
+                             f'"{decay}"')
+        factor *= min_factor + (1 - min_factor) * shape
+    return factor
+
+
+@HOOKS.register_module()
+class DistillLossScheduleHook(Hook):
+    """Scale every distillation loss of a ``FeatureDistiller`` by a schedule.
+
+    Before each training step the distiller's ``distill_scale`` is set from
+    the runner's step and epoch (:func:`schedule_factor`), so a resumed run
+    continues the schedule where it stopped. The logged ``loss_<name>`` are
+    the scaled values and ``distill_scale`` is logged too. Once the factor
+    is 0 (``stop_epoch`` / ``stop_iter``) the teacher is not run at all.
+
+    Args:
+        warmup_iters (int): Linear warm-up steps.
+        decay (str, optional): ``'linear'`` or ``'cosine'`` over the run.
+        min_factor (float): Where the decay ends.
+        stop_epoch (int, optional): Stop distilling after this many epochs.
+        stop_iter (int, optional): Stop distilling after this many steps.
+
+    Example:
+        >>> custom_hooks = [dict(type='DistillLossScheduleHook',
+        ...                      warmup_iters=500, stop_epoch=20)]
+    """
+
+    def __init__(self,
+                 warmup_iters: int = 0,
+                 decay: Optional[str] = None,
+                 min_factor: float = 0.0,
+                 stop_epoch: Optional[int] = None,
+                 stop_iter: Optional[int] = None) -> None:
+        self.kwargs = dict(warmup_iters=warmup_iters, decay=decay,
+                           min_factor=min_factor, stop_epoch=stop_epoch,
+                           stop_iter=stop_iter)
+        schedule_factor(0, 0, 1, **self.kwargs)  # bad arguments fail here
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        if not hasattr(model, 'distill_scale'):
+            raise TypeError('DistillLossScheduleHook needs a FeatureDistiller'
+                            f' model, got {type(model).__name__}')
+        model.distill_scale = schedule_factor(
+            runner.iter, runner.epoch, runner.max_iters, **self.kwargs)
