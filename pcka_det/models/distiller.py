@@ -148,10 +148,10 @@ class FeatureDistiller(BaseModel):
                 'from the student '
                 f'({describe(student_model.data_preprocessor)}); the batch '
                 'is re-normalised for the teacher.')
+        # after TeacherInputs read the teacher's normalisation in full
+        # precision
         teacher_model.to(dtype=self.teacher_dtype,
                          memory_format=self.teacher_memory_format)
-        # its normalisation constants stay exact (the batch is fp32)
-        teacher_model.data_preprocessor.float()
 
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f'nonfinite must be one of {NONFINITE_POLICIES}, '
