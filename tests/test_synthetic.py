@@ -62,3 +62,20 @@ def test_deterministic(tmp_path):
     c = generate_dataset(str(tmp_path / 'c'),
                          SyntheticConfig(num_train=5, num_val=2, seed=4))
     assert open(a['train']).read() != open(c['train']).read()
+
+
+def test_masks_match_boxes_and_areas(dataset):
+    """Each annotation's mask is the visible shape its bbox and area were
+    computed from (and what Mask R-CNN's LoadAnnotations decodes)."""
+    _, _, files = dataset
+    for ann_file in files.values():
+        coco = COCO(ann_file)
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            img = coco.imgs[ann['image_id']]
+            mask = coco.annToMask(ann)
+            assert mask.shape == (img['height'], img['width'])
+            ys, xs = np.nonzero(mask)
+            x0, y0 = xs.min(), ys.min()
+            assert [x0, y0, xs.max() - x0 + 1, ys.max() - y0 + 1] == \
+                ann['bbox']
+            assert mask.sum() == ann['area']

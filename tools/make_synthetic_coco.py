@@ -1,5 +1,8 @@
 """Generate the synthetic COCO-format dataset used by the toy configs.
 
+Every object has a box, an area and a mask (RLE) of its visible pixels, so
+the same files serve detection and instance segmentation.
+
 Example:
     python tools/make_synthetic_coco.py data/synthetic
     python tools/make_synthetic_coco.py /tmp/shapes --num-train 50 --seed 3

@@ -2,8 +2,10 @@
 
 Shapes of six classes with varied size, colour and aspect ratio are painted
 onto cluttered, noisy backgrounds; later shapes partly occlude earlier ones.
-Boxes are the tight boxes of the *visible* pixels, as in COCO, and shapes
-that end up mostly hidden are not annotated.
+Each object is annotated, as in COCO, with the mask of its *visible*
+pixels (compressed RLE, which also holds the ring's hole and shapes cut in
+two by occlusion), the tight box of that mask and its pixel area; shapes that
+end up mostly hidden are not annotated.
 """
 import json
 import os
@@ -13,6 +15,7 @@ from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 CLASSES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
 # Boxes are kept only if this fraction of the shape stays visible.
@@ -101,6 +104,13 @@ def _shape_mask(rng: np.random.RandomState, cls: str, w: int, h: int,
     return mask.astype(bool)
 
 
+def encode_mask(mask: np.ndarray) -> Dict:
+    """COCO compressed RLE of a boolean ``(h, w)`` mask, JSON-ready."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    rle['counts'] = rle['counts'].decode('ascii')
+    return rle
+
+
 def render_image(rng: np.random.RandomState, cfg: SyntheticConfig
                  ) -> Tuple[np.ndarray, List[Dict]]:
     """Paint one image; return it (BGR uint8) and its visible objects."""
@@ -137,7 +147,8 @@ def render_image(rng: np.random.RandomState, cfg: SyntheticConfig
         bw, bh = int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1
         objects.append(dict(category_id=cls + 1,
                             bbox=[x0, y0, bw, bh],
-                            area=int(visible.sum())))
+                            area=int(visible.sum()),
+                            segmentation=encode_mask(visible)))
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
 
