@@ -21,15 +21,18 @@ def load_distill_cfg(path: str) -> Config:
     return cfg
 
 
-def demo_batch(batch_size=2, size=(96, 128), num_classes=80, seed=0):
-    """A small random detection batch in the runner's data format."""
+def demo_batch(batch_size=2, size=(96, 128), num_classes=80, seed=0,
+               with_mask=False):
+    """A small random detection batch in the runner's data format (with
+    instance masks if ``with_mask``)."""
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(seed)
     return demo_mm_inputs(
         batch_size=batch_size,
         image_shapes=[(3, *size)] * batch_size,
         num_items=[3] * batch_size,
-        num_classes=num_classes)
+        num_classes=num_classes,
+        with_mask=with_mask)
 
 
 @pytest.fixture(autouse=True)

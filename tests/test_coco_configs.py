@@ -58,7 +58,10 @@ def test_coco_config_real_step(path):
 
 def _check_step(model):
     assert len(model.distill_losses) >= 1
-    batch = demo_batch(batch_size=1, size=IMAGE_SIZE, num_classes=80, seed=0)
+    # instance masks for a student with a mask head (Mask R-CNN)
+    with_mask = getattr(model.student, 'with_mask', False)
+    batch = demo_batch(batch_size=1, size=IMAGE_SIZE, num_classes=80, seed=0,
+                       with_mask=with_mask)
     data = model.data_preprocessor(batch, True)
     assert tuple(data['inputs'].shape[-2:]) == IMAGE_SIZE
     # Our own hooks on the recorded modules (the distiller's recorders keep
