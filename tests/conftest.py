@@ -17,7 +17,8 @@ def load_distill_cfg(path: str) -> Config:
     cfg = Config.fromfile(osp.join(ROOT, path))
     cfg.model.teacher_ckpt = None
     for side in ('student', 'teacher'):
-        cfg.model[side].setdefault('backbone', {})['init_cfg'] = None
+        spec = cfg.model[side]
+        spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)
     return cfg
 
 

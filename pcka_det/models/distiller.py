@@ -244,6 +244,18 @@ class FeatureDistiller(BaseModel):
         self.teacher._apply(fn, *args, **kwargs)
         return self
 
+    def __deepcopy__(self, memo: dict) -> 'FeatureDistiller':
+        # A copy (e.g. EMAHook's averaged model) shares the frozen teacher
+        # and its recorders: one teacher in memory, and nothing of it is
+        # averaged (it is outside the module tree, hence the state dict).
+        memo[id(self.teacher)] = self.teacher
+        for recorder in self.teacher_recorders.values():
+            memo[id(recorder)] = recorder
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     def forward(self,
                 inputs: Tensor,
                 data_samples: Optional[list] = None,
