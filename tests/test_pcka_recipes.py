@@ -303,3 +303,30 @@ def test_readme_lists_every_pcka_config():
         linked = set(re.findall(r'\]\(([\w.-]+\.py)\)', f.read()))
     on_disk = {osp.basename(p) for p in glob.glob(osp.join(PCKA, '*.py'))}
     assert on_disk <= linked, sorted(on_disk - linked)
+
+
+def _model_zoo() -> dict:
+    """mmdet's metafiles: ``mmdet::<config>`` -> its model-zoo weights."""
+    import yaml
+
+    import mmdet
+    root = osp.join(osp.dirname(mmdet.__file__), '.mim')
+    zoo = {}
+    for path in glob.glob(osp.join(root, 'configs', '*', 'metafile.yml')):
+        with open(path) as f:
+            meta = yaml.safe_load(f)
+        for entry in meta.get('Models', []) if isinstance(meta, dict) else []:
+            config = entry.get('Config') or ''
+            if entry.get('Weights') and config.startswith('configs/'):
+                zoo['mmdet::' + config[len('configs/'):]] = entry['Weights']
+    return zoo
+
+
+def test_teacher_urls_are_mmdet_model_zoo_weights():
+    """Each teacher checkpoint is the one mmdet's metafile lists for the
+    teacher config, i.e. the weights that architecture was trained to."""
+    zoo = _model_zoo()
+    assert len(zoo) > 100
+    for name in sorted({**OFFICIAL, **RTMDET}):
+        model = _load(name).model
+        assert model.teacher_ckpt == zoo[model.teacher.cfg_path], name
