@@ -250,6 +250,9 @@ def _check_pair(cfg, recipe):
     assert model.teacher.to_dict() == dict(cfg_path=recipe['teacher'])
     assert model.teacher_ckpt == recipe['teacher_ckpt']
     assert _levels(model) == recipe['levels']
+    # DistillRunner: checked checkpoint loading and the student export
+    assert cfg.runner_type == 'DistillRunner'
+    assert 'pcka_det' in cfg.custom_imports.imports
 
 
 def test_every_pcka_config_has_a_recipe():
@@ -271,7 +274,12 @@ def test_official_recipe(name):
     assert cfg.train_dataloader.dataset.type == 'CocoDataset'
     assert cfg.train_dataloader.dataset.ann_file == \
         'annotations/instances_train2017.json'
+    assert _plain(cfg.train_dataloader.dataset.filter_cfg) == dict(
+        filter_empty_gt=True, min_size=32)
+    assert cfg.val_dataloader.dataset.ann_file == \
+        'annotations/instances_val2017.json'
     assert cfg.train_dataloader.batch_size == SGD_2X['batch_size']
+    assert _plain(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=16)
     metric = ['bbox', 'segm'] if with_mask else 'bbox'
     assert cfg.val_evaluator.metric == metric
     assert cfg.test_evaluator.metric == metric
@@ -280,7 +288,9 @@ def test_official_recipe(name):
         type='OptimWrapper',
         optimizer=dict(SGD_2X['optimizer'], lr=recipe['lr']))
     assert _plain(cfg.param_scheduler) == SGD_2X['schedulers']
-    assert cfg.train_cfg.max_epochs == SGD_2X['max_epochs']
+    assert _plain(cfg.train_cfg) == dict(
+        type='EpochBasedTrainLoop', max_epochs=SGD_2X['max_epochs'],
+        val_interval=1)
     assert not cfg.get('custom_hooks')
 
 
@@ -291,7 +301,12 @@ def test_rtmdet_keeps_its_own_recipe(name):
     _check_pair(cfg, recipe)
     assert _plain(cfg.train_dataloader.dataset.pipeline) == recipe['train']
     assert _plain(cfg.val_dataloader.dataset.pipeline) == recipe['test']
+    assert _plain(cfg.test_dataloader.dataset.pipeline) == recipe['test']
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        assert (evaluator.type, evaluator.metric, evaluator.proposal_nums) \
+            == ('CocoMetric', 'bbox', (100, 1, 10))
     assert cfg.train_dataloader.batch_size == recipe['batch_size']
+    assert _plain(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=16)
     assert _plain(cfg.optim_wrapper) == recipe['optim_wrapper']
     assert _plain(cfg.param_scheduler) == recipe['schedulers']
     assert _plain(cfg.train_cfg) == recipe['train_cfg']

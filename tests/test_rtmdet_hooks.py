@@ -119,6 +119,10 @@ def test_rtmdet_ema_and_pipeline_switch(tmp_path, tiny_coco):
     assert ema_model.module.teacher is model.teacher, \
         'the EMA copy holds a second teacher'
     assert not any('teacher' in k for k in ema_model.state_dict())
+    # ... and its recorders, so the copy's loss() would see the teacher
+    assert all(ema_model.module.teacher_recorders[k] is r
+               for k, r in model.teacher_recorders.items()), \
+        'the EMA copy has teacher recorders attached to no teacher'
     # 8 images, 2 per step, 2 epochs
     assert len(watch.raw) == 8
     raw = watch.raw
