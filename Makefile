@@ -1,8 +1,10 @@
 # The two commands a user types: `make demo` and `make test`.
 # Each installs what it needs first (tools/install.sh, idempotent).
 # `make test` runs the whole suite, the `slow` end-to-end tests included.
-# `make clean-demo` deletes what `make demo` made: its work dir and the
-# dataset it generated (the defaults of tools/demo.py).
+# `make demo DETECTOR=fcos` runs the FCOS toy pair instead of RetinaNet, in
+# work_dirs/demo_fcos. `make clean-demo` deletes what `make demo` made: the
+# work dirs of both and the dataset it generated (the defaults of
+# tools/demo.py).
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
@@ -19,7 +21,8 @@ test: install
 	$(PYTHON) -m pytest tests -q
 
 demo: install
-	$(PYTHON) tools/demo.py $(if $(FRESH),--fresh) $(if $(METHODS),--methods $(METHODS))
+	$(PYTHON) tools/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \
+		$(if $(FRESH),--fresh) $(if $(METHODS),--methods $(METHODS))
 
 clean-demo:
-	rm -rf work_dirs/demo data/synthetic
+	rm -rf work_dirs/demo work_dirs/demo_fcos data/synthetic

@@ -177,6 +177,53 @@ def test_demo_reruns_exactly_the_stages_whose_inputs_changed(
         capsys.readouterr().out
 
 
+# -- --detector --------------------------------------------------------------
+
+def test_detector_picks_its_configs_and_work_dir():
+    args = demo.parse_args([])
+    assert (args.detector, args.work_dir) == ('retinanet',
+                                              demo.DEFAULT_WORK_DIR)
+    assert demo.stages(['pcka'])[0][1] == 'configs/toy/retinanet_r18_toy.py'
+    args = demo.parse_args(['--detector', 'fcos'])
+    assert args.work_dir == os.path.join('work_dirs', 'demo_fcos')
+    assert [c for _, c, _ in demo.stages(args.methods, 'fcos')] == [
+        'configs/toy/fcos_r18_toy.py', 'configs/toy/fcos_thin-r18_toy.py',
+        'configs/toy/pcka_fcos_r18_thin-r18_toy.py']
+    for detector, spec in demo.DETECTORS.items():
+        for _, config, _ in demo.stages(spec['methods'], detector):
+            assert os.path.isfile(os.path.join(ROOT, config)), config
+
+
+def test_a_method_without_toy_config_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--detector', 'fcos', '--methods', 'pcka', 'pkd'])
+    assert '--detector fcos has no toy config for pkd' in \
+        capsys.readouterr().err
+
+
+def test_each_detector_keeps_its_own_stages(tmp_path, monkeypatch,
+                                            fake_launch, fake_generator,
+                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    demo.main(['--tiny'])
+    demo.main(['--tiny', '--detector', 'fcos'])
+    assert fake_launch['launched'] == ['teacher', 'student', 'pcka'] * 2
+    fcos = json.loads((tmp_path / 'work_dirs' / 'demo_fcos' / 'pcka' /
+                       demo.FINGERPRINT).read_text())
+    assert fcos['config'] == 'configs/toy/pcka_fcos_r18_thin-r18_toy.py'
+    capsys.readouterr()
+    demo.main(['--tiny'])  # the RetinaNet stages are still there
+    demo.main(['--tiny', '--detector', 'fcos'])
+    assert len(fake_launch['launched']) == 6
+    assert capsys.readouterr().out.count('reusing') == 6
+    # FCOS in RetinaNet's work dir: every stage reruns, and says why
+    demo.main(['--tiny', '--detector', 'fcos', '--work-dir',
+               demo.DEFAULT_WORK_DIR])
+    assert len(fake_launch['launched']) == 9
+    assert '[teacher] rerunning: the config configs/toy/fcos_r18_toy.py' \
+        in capsys.readouterr().out
+
+
 # -- --fresh and the dataset -------------------------------------------------
 
 def make_stage(work, name):
@@ -287,14 +334,27 @@ def test_every_phony_make_target_has_a_rule():
         assert re.search(rf'^{re.escape(target)}\s*:', text, re.M), target
 
 
+def test_make_demo_passes_the_detector():
+    def command(*variables):  # -n: print the commands, run nothing
+        return subprocess.run(
+            ['make', '-n', '-f', os.path.join(ROOT, 'Makefile'), 'demo',
+             *variables], cwd=ROOT, check=True, capture_output=True,
+            text=True).stdout
+
+    assert '--detector' not in command()
+    assert 'tools/demo.py --detector fcos' in command('DETECTOR=fcos')
+
+
 def test_make_clean_demo_removes_the_demo_outputs_only(tmp_path):
-    for path in (demo.DEFAULT_WORK_DIR, demo.DEFAULT_DATA_ROOT,
-                 'work_dirs/other', 'data/coco'):
+    fcos_work_dir = demo.DETECTORS['fcos']['work_dir']
+    for path in (demo.DEFAULT_WORK_DIR, fcos_work_dir,
+                 demo.DEFAULT_DATA_ROOT, 'work_dirs/other', 'data/coco'):
         os.makedirs(tmp_path / path)
         (tmp_path / path / 'file').write_text('x')
     subprocess.run(['make', '-s', '-f', os.path.join(ROOT, 'Makefile'),
                     'clean-demo'], cwd=tmp_path, check=True)
     assert not (tmp_path / demo.DEFAULT_WORK_DIR).exists()
+    assert not (tmp_path / fcos_work_dir).exists()
     assert not (tmp_path / demo.DEFAULT_DATA_ROOT).exists()
     assert (tmp_path / 'work_dirs/other/file').is_file()
     assert (tmp_path / 'data/coco/file').is_file()

@@ -3,6 +3,8 @@
 Generates the data if missing, trains the teacher, the student alone and the
 student with PCKA (same initialisation and schedule), evaluates all three
 with COCO metrics, prints one table and writes ``results.json`` and a figure.
+``--detector`` picks the toy pair: RetinaNet (default, ``work_dirs/demo``) or
+FCOS (``work_dirs/demo_fcos``); both use the same dataset.
 
 A finished stage is reused only while its fingerprint (``fingerprint.json``
 in its work dir: the resolved config with its ``_base_`` chain and the model
@@ -16,6 +18,7 @@ default dataset, never a ``--data-root`` you gave.
 Example:
     python tools/demo.py                 # what `make demo` runs
     python tools/demo.py --fresh
+    python tools/demo.py --detector fcos # `make demo DETECTOR=fcos`
 """
 import argparse
 import functools
@@ -32,22 +35,27 @@ import time
 from typing import Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_WORK_DIR = osp.join('work_dirs', 'demo')
+DEFAULT_WORK_DIR = osp.join('work_dirs', 'demo')  # of the default detector
 DEFAULT_DATA_ROOT = osp.join('data', 'synthetic')
 DATA_MARKER = 'demo_data.json'  # generator settings, in the data root
 FINGERPRINT = 'fingerprint.json'  # in each stage's work dir
 STAGE_LOG = 'stage.log'
-BASE_STAGES = [
-    # name, config, description
-    ('teacher', 'configs/toy/retinanet_r18_toy.py', 'Teacher R18'),
-    ('student', 'configs/toy/retinanet_thin-r18_toy.py', 'Student R18/4'),
-]
 # Distillation methods: same student, teacher, data, schedule and seed.
 METHODS = {
     'pcka': 'PCKA',
     'pkd': 'PKD',
     'cwd': 'CWD',
     'fitnet': 'FitNet',
+}
+# Toy pairs: configs/toy/<detector>_r18_toy.py (teacher),
+# <detector>_thin-r18_toy.py (student) and, per method with a toy config,
+# <method>_<detector>_r18_thin-r18_toy.py. Each has its own work dir, so
+# one detector's stages never replace the other's.
+DETECTORS = {
+    'retinanet': dict(name='RetinaNet', work_dir=DEFAULT_WORK_DIR,
+                      methods=tuple(METHODS)),
+    'fcos': dict(name='FCOS', work_dir=osp.join('work_dirs', 'demo_fcos'),
+                 methods=('pcka', )),
 }
 METRICS = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'),
            ('AP75', 'bbox_mAP_75'), ('APs', 'bbox_mAP_s'),
@@ -57,7 +65,11 @@ TINY = dict(num_train=8, num_val=4, batch_size=4, max_epochs=1)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default=DEFAULT_WORK_DIR)
+    parser.add_argument('--detector', default='retinanet',
+                        choices=sorted(DETECTORS),
+                        help='toy teacher/student pair (default: retinanet)')
+    parser.add_argument('--work-dir', help='default: ' + ', '.join(
+        f'{d["work_dir"]} ({n})' for n, d in DETECTORS.items()))
     parser.add_argument('--data-root',
                         help='COCO-format dataset; generated there if it has '
                         f'no annotations (default: {DEFAULT_DATA_ROOT}, '
@@ -75,17 +87,28 @@ def parse_args(argv=None):
                         '(a smoke test of the pipeline, not a result)')
     parser.add_argument('--stage', help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args(argv)
+    detector = DETECTORS[args.detector]
+    missing = sorted(set(args.methods) - set(detector['methods']))
+    if missing:
+        parser.error(f'--detector {args.detector} has no toy config for '
+                     f'{", ".join(missing)} (it has '
+                     f'{", ".join(detector["methods"])})')
+    if args.work_dir is None:
+        args.work_dir = detector['work_dir']
     args.data_root_given = args.data_root is not None
     if not args.data_root_given:
         args.data_root = DEFAULT_DATA_ROOT
     return args
 
 
-def stages(methods) -> list:
+def stages(methods, detector: str = 'retinanet') -> list:
     """``(name, config, description)`` of every stage, in run order."""
-    return BASE_STAGES + [
-        (m, f'configs/toy/{m}_retinanet_r18_thin-r18_toy.py',
-         f'Student + {METHODS[m]}') for m in methods]
+    return [
+        ('teacher', f'configs/toy/{detector}_r18_toy.py', 'Teacher R18'),
+        ('student', f'configs/toy/{detector}_thin-r18_toy.py',
+         'Student R18/4'),
+    ] + [(m, f'configs/toy/{m}_{detector}_r18_thin-r18_toy.py',
+          f'Student + {METHODS[m]}') for m in methods]
 
 
 def stage_overrides(args, name: str, data_root: Optional[str] = None,
@@ -131,7 +154,8 @@ def run_stage_worker(args) -> None:
     from pcka_det.runtime import prepare_cfg
 
     name = args.stage
-    config = {n: c for n, c, _ in stages(METHODS)}[name]
+    config = {n: c for n, c, _ in stages(
+        DETECTORS[args.detector]['methods'], args.detector)}[name]
     opts = stage_overrides(args, name)
     cfg = prepare_cfg(osp.join(ROOT, config), opts)
     start = time.time()
@@ -386,7 +410,8 @@ def launch_stage(args, name: str, out_dir: str, total_iters: int) -> None:
     """Train and test a stage in a subprocess, with a progress bar."""
     from tqdm import tqdm
     cmd = [sys.executable, osp.abspath(__file__), '--stage', name,
-           '--work-dir', args.work_dir, '--data-root', args.data_root,
+           '--detector', args.detector, '--work-dir', args.work_dir,
+           '--data-root', args.data_root,
            '--seed', str(args.seed)] + (['--tiny'] if args.tiny else [])
     log_path = osp.join(out_dir, STAGE_LOG)
     pattern = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
@@ -501,7 +526,7 @@ def print_table(results: dict, order: list) -> str:
     return table
 
 
-def plot(results: dict, order: list, path: str) -> None:
+def plot(results: dict, order: list, path: str, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -543,7 +568,7 @@ def plot(results: dict, order: list, path: str) -> None:
     ax_kd.set_title('Distillation loss / its initial value')
     ax_kd.set_xlabel('iteration')
     ax_kd.legend(fontsize=8)
-    fig.suptitle(' / '.join(desc for _, _, desc in order))
+    fig.suptitle(f'{title}: ' + ' / '.join(desc for _, _, desc in order))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -556,16 +581,17 @@ def main(argv=None) -> dict:
     if args.fresh:
         fresh_start(args)
     ensure_data(args)
-    order = stages(args.methods)
+    order = stages(args.methods, args.detector)
     results = {}
     for name, config, _ in order:
         results[name] = run_stage(args, name, config,
                                   iters_per_stage(args, config))
     table = print_table(results, order)
     fig_path = osp.join(args.work_dir, 'demo.png')
-    plot(results, order, fig_path)
+    plot(results, order, fig_path, DETECTORS[args.detector]['name'])
     summary = dict(
-        tiny=args.tiny, seed=args.seed, methods=args.methods, table=table,
+        detector=args.detector, tiny=args.tiny, seed=args.seed,
+        methods=args.methods, table=table,
         figure=fig_path,
         stages={n: {k: v for k, v in r.items() if k != 'losses'}
                 for n, r in results.items()})
