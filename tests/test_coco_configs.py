@@ -20,6 +20,7 @@ from conftest import ROOT, demo_batch, load_distill_cfg
 
 from mmdet.registry import MODELS
 from pcka_det.losses import PatchCKALoss
+from pcka_det.models import FeatureDistiller
 from pcka_det.models.recorders import get_module
 
 # Discovered, not listed: new or renamed configs are stepped too.
@@ -45,9 +46,13 @@ def _loss_key(name: str) -> str:
 @pytest.mark.parametrize('path', COCO_CONFIGS)
 def test_coco_config_real_step(path):
     cfg = load_distill_cfg(path)
+    assert 'pcka_det' in cfg.custom_imports.imports
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match='teacher_ckpt is None'):
         model = MODELS.build(cfg.model)
+    assert isinstance(model, FeatureDistiller)
+    # the teacher is outside the trainable module tree and the checkpoints
+    assert not any(k.startswith('teacher') for k in model.state_dict())
     model.train()
     try:
         _check_step(model)
