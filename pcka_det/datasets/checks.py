@@ -6,7 +6,7 @@ deep inside pycocotools. These checks name the config key to fix instead.
 """
 import json
 import os.path as osp
-from typing import Iterable
+from typing import Iterable, Optional
 
 from mmengine.config import Config
 
@@ -20,12 +20,16 @@ def _join(root, path):
     return path if not root or osp.isabs(path) else osp.join(root, path)
 
 
-def check_coco_file(path: str, key: str) -> None:
+def check_coco_file(path: str, key: str) -> Optional[dict]:
     """Raise if ``path`` is missing or is not a COCO detection file.
 
     Args:
         path (str): Annotation file.
         key (str): Config key it came from, for the message.
+
+    Returns:
+        dict, optional: The parsed file, or None if it was too large to
+        parse in full.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(
@@ -38,7 +42,7 @@ def check_coco_file(path: str, key: str) -> None:
         if not head.lstrip().startswith('{') or '"images"' not in head:
             raise ValueError(f'{key}: "{path}" does not look like COCO '
                              'JSON (no "images" near the start).')
-        return
+        return None
     try:
         with open(path) as f:
             data = json.load(f)
@@ -53,6 +57,12 @@ def check_coco_file(path: str, key: str) -> None:
         raise ValueError(
             f'{key}: "{path}" is not COCO format: no {missing} list(s). '
             f'A COCO detection file is a dict with {list(COCO_KEYS)}.')
+    return data
+
+
+def _loads_masks(pipeline) -> bool:
+    return any(t.get('type') == 'LoadAnnotations' and t.get('with_mask')
+               for t in pipeline or [] if isinstance(t, dict))
 
 
 def check_dataloaders(cfg: Config,
@@ -81,7 +91,19 @@ def check_dataloaders(cfg: Config,
             raise FileNotFoundError(
                 f'{key}.data_root: "{root}" does not exist. Fix the path in '
                 'the config or with --cfg-options.')
-        check_coco_file(_join(root, dataset.ann_file), f'{key}.ann_file')
+        ann_file = _join(root, dataset.ann_file)
+        data = check_coco_file(ann_file, f'{key}.ann_file')
+        if data is not None and _loads_masks(dataset.get('pipeline')):
+            # mmdet would fail at the first batch with "no attribute masks"
+            bare = sum('segmentation' not in a for a in data['annotations'])
+            if bare:
+                raise ValueError(
+                    f'{key}.pipeline loads instance masks (LoadAnnotations '
+                    f'with_mask=True), but {bare} of the '
+                    f'{len(data["annotations"])} annotations in "{ann_file}" '
+                    'have no "segmentation". Use an instance-segmentation '
+                    'annotation file (for the synthetic data, regenerate it '
+                    'with tools/make_synthetic_coco.py or make clean-demo).')
         img_dir = (dataset.get('data_prefix') or {}).get('img')
         if img_dir is not None and not osp.isdir(_join(root, img_dir)):
             raise FileNotFoundError(
