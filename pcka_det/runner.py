@@ -58,7 +58,6 @@ class DistillRunner(Runner):
             dict: The checkpoint.
         """
         checkpoint = read_checkpoint(filename, map_location)
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
         state = state_dict_of(checkpoint, filename)
@@ -68,7 +67,15 @@ class DistillRunner(Runner):
         state, note = fit_state_dict(model, state, filename)
         if note:
             self.logger.info(f'{filename} is {note}.')
-        load_state_dict(model, state, strict, self.logger)
+        # Hooks see the weights under the model's own key names: EMAHook
+        # copies checkpoint['state_dict'] into its averaged model (and, when
+        # resuming, swaps it with 'ema_state_dict' in place), so a
+        # student-only checkpoint must already read 'student.*' here.
+        if 'state_dict' not in checkpoint:
+            checkpoint = dict(state_dict=state)
+        checkpoint['state_dict'] = state
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        load_state_dict(model, checkpoint['state_dict'], strict, self.logger)
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint

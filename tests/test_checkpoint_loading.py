@@ -77,6 +77,30 @@ def test_plain_config_takes_distiller_checkpoint(tmp_path, tiny_coco,
     _assert_same(runner.model.state_dict(), expected)
 
 
+@pytest.mark.parametrize('config,layout', [(TOY_DISTILL, 'student-only'),
+                                            (STUDENT_CFG, 'distiller')])
+def test_ema_copy_gets_the_mapped_checkpoint(tmp_path, tiny_coco,
+                                             toy_teacher_ckpt, config,
+                                             layout):
+    """With EMAHook in the config (RTMDet's recipe), validation and
+    tools/test.py run the EMA copy, which EMAHook fills from the checkpoint
+    in after_load_checkpoint: it must get the checkpoint's weights whatever
+    their key layout, not keep the model's initial ones."""
+    expected = _random_student(seed=15)
+    state = expected if layout == 'student-only' else {
+        f'student.{k}': v for k, v in expected.items()}
+    path = tmp_path / 'ckpt.pth'
+    torch.save(dict(meta={}, state_dict=state), path)
+    runner = _runner(config, tiny_coco, toy_teacher_ckpt, tmp_path,
+                     custom_hooks=[dict(type='EMAHook')])
+    [ema_hook] = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']
+    ema_hook.before_run(runner)  # builds the averaged copy
+    runner.load_checkpoint(str(path))
+    ema = ema_hook.ema_model.module
+    _assert_same((ema.student if config == TOY_DISTILL else ema).state_dict(),
+                 expected)
+
+
 @pytest.mark.parametrize('config', [STUDENT_CFG, TOY_DISTILL])
 def test_checkpoint_of_another_model_is_an_error(tmp_path, tiny_coco,
                                                  toy_teacher_ckpt, config):
