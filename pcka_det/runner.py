@@ -71,9 +71,8 @@ class DistillRunner(Runner):
         # copies checkpoint['state_dict'] into its averaged model (and, when
         # resuming, swaps it with 'ema_state_dict' in place), so a
         # student-only checkpoint must already read 'student.*' here.
-        if 'state_dict' not in checkpoint:
-            checkpoint = dict(state_dict=state)
-        checkpoint['state_dict'] = state
+        checkpoint = ({**checkpoint, 'state_dict': state}
+                      if 'state_dict' in checkpoint else dict(state_dict=state))
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         load_state_dict(model, checkpoint['state_dict'], strict, self.logger)
         self._has_loaded = True

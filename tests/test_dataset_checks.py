@@ -111,7 +111,7 @@ def _coco_with(annotation: dict) -> str:
 def test_mask_pipeline_needs_segmentation(tmp_path):
     """A Mask R-CNN config on box-only annotations (e.g. synthetic data made
     before masks were added) is an error naming the file, not mmdet's
-    "no attribute masks" at the first batch."""
+    ``KeyError: 'mask'`` at the first sample."""
     _layout(tmp_path, _coco_with({}))
     with pytest.raises(ValueError, match=r'train_dataloader\.dataset\.'
                        r'pipeline loads instance masks.*1 of the 1 '

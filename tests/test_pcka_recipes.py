@@ -1,10 +1,11 @@
 """Every COCO PCKA config resolves to its official training recipe.
 
-The official PCKA configs (github.com/Klayand/PCKA, an mmrazor 1.x fork; see
-../shared/PCKA_SPEC.md sections 4 and 4b) take the *models* from mmdet
-configs but the *data* from a plain single-scale 1333x800 `coco_detection`
-base and the schedule from mmdet's 2x: SGD (momentum 0.9, wd 1e-4), 500-iter
-linear warm-up, steps at 16 and 22 of 24 epochs, 2 images per GPU. A config
+The official PCKA configs (github.com/Klayand/PCKA, an mmrazor 1.x fork;
+their values are restated in the project's method spec, sections 4 and 4b)
+take the *models* from mmdet configs but the *data* from a plain
+single-scale 1333x800 `coco_detection` base and the schedule from mmdet's
+2x: SGD (momentum 0.9, wd 1e-4), 500-iter linear warm-up, steps at 16 and
+22 of 24 epochs, 2 images per GPU. A config
 that inherited e.g. FCOS's `ms-640-800` file would silently train
 multi-scale with FCOS's own optimizer settings; this test resolves every
 config (with its `_base_` chain) and compares the recipe fields with the

@@ -81,7 +81,8 @@ def test_rtmdet_ema_and_pipeline_switch(tmp_path, tiny_coco):
                           ('val', cfg.val_dataloader)):
         loader.update(batch_size=2, num_workers=0, persistent_workers=False)
         loader.dataset.update(
-            data_root=root, metainfo=dict(classes=CLASSES), ann_file=f'annotations/instances_{split}.json',
+            data_root=root, metainfo=dict(classes=CLASSES),
+            ann_file=f'annotations/instances_{split}.json',
             data_prefix=dict(img=f'{split}/'),
             pipeline=_shrink(loader.dataset.pipeline))
         loader.dataset.pop('filter_cfg', None)

@@ -102,7 +102,15 @@ def parse_args(argv=None):
 
 
 def stages(methods, detector: str = 'retinanet') -> list:
-    """``(name, config, description)`` of every stage, in run order."""
+    """Every stage of a demo, in run order.
+
+    Args:
+        methods (Sequence[str]): Distillation methods (keys of ``METHODS``).
+        detector (str): Toy pair (key of ``DETECTORS``).
+
+    Returns:
+        list[tuple[str, str, str]]: ``(name, config, description)``.
+    """
     return [
         ('teacher', f'configs/toy/{detector}_r18_toy.py', 'Teacher R18'),
         ('student', f'configs/toy/{detector}_thin-r18_toy.py',
@@ -481,7 +489,8 @@ def fresh_start(args) -> None:
     """``--fresh``: delete the demo's stages and results in the work dir and
     the default dataset; a ``--data-root`` you gave is kept."""
     removed = [osp.join(args.work_dir, n) for n in
-               [n for n, _, _ in stages(METHODS)]
+               [n for n, _, _ in stages(DETECTORS[args.detector]['methods'],
+                                        args.detector)]
                if clear_stage_dir(osp.join(args.work_dir, n))]
     for name in ('results.json', 'demo.png'):
         if osp.isfile(osp.join(args.work_dir, name)):
@@ -544,11 +553,15 @@ def plot(results: dict, order: list, path: str, title: str) -> None:
     ax_ap.legend(fontsize=8)
     for name, _, desc in order:
         curve = results[name]['losses']
-        det = [(i, c + b) for (i, c), (_, b) in zip(
-            curve.get('loss_cls', []), curve.get('loss_bbox', []))]
-        if det:
-            ax_det.plot(*zip(*det), label=desc)
-    ax_det.set_title('Detection loss (cls + bbox)')
+        # the detector's own terms (FCOS adds centre-ness to cls + bbox),
+        # not the total and not the stage's distillation terms
+        terms = [k for k in curve if k.startswith('loss_')
+                 and not k.startswith(f'loss_{name}')]
+        if terms:
+            ax_det.plot([i for i, _ in curve[terms[0]]],
+                        [sum(curve[k][n][1] for k in terms)
+                         for n in range(len(curve[terms[0]]))], label=desc)
+    ax_det.set_title('Detection loss (all its terms)')
     ax_det.set_xlabel('iteration')
     ax_det.legend(fontsize=8)
     # distillation losses, each relative to its first logged value, since

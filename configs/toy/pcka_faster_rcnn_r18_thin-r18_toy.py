@@ -12,7 +12,9 @@ _base_ = [
     '../_base_/distill_runtime.py',
 ]
 
-teacher_ckpt = 'work_dirs/toy_faster_rcnn/teacher/model.pth'
+# The teacher: python tools/train.py configs/toy/faster_rcnn_r18_toy.py
+# writes this file.
+teacher_ckpt = 'work_dirs/faster_rcnn_r18_toy/epoch_10.pth'
 model = dict(
     _delete_=True,
     type='FeatureDistiller',

@@ -6,26 +6,11 @@
 # seed 0: 11.2 AP against 10.1 for the student alone). P7 (2x2) is left
 # out: with the halved regress ranges no object of this dataset reaches it.
 # `make demo DETECTOR=fcos` sets teacher_ckpt to the teacher it trained.
-_base_ = [
-    './fcos_thin-r18_toy.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = './pcka_retinanet_r18_thin-r18_toy.py'
 
 teacher_ckpt = 'work_dirs/demo_fcos/teacher/model.pth'
 model = dict(
-    _delete_=True,
-    type='FeatureDistiller',
-    student=dict(cfg_path='pcka_det::toy/fcos_thin-r18_toy.py'),
-    teacher=dict(cfg_path='pcka_det::toy/fcos_r18_toy.py'),
-    teacher_ckpt=teacher_ckpt,
-    recorders=dict(fpn='neck'),
-    distill_losses={
-        f'pcka_p{level + 3}': dict(
-            recorder='fpn',
-            index=level,
-            loss=dict(
-                type='PatchCKALoss',
-                patch_size=4 if level < 3 else 2,
-                intra_weight=2.0))
-        for level in range(4)
-    })
+    student=dict(
+        _delete_=True, cfg_path='pcka_det::toy/fcos_thin-r18_toy.py'),
+    teacher=dict(_delete_=True, cfg_path='pcka_det::toy/fcos_r18_toy.py'),
+    teacher_ckpt=teacher_ckpt)

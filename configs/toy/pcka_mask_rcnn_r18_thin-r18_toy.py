@@ -7,7 +7,9 @@ _base_ = [
     '../_base_/distill_runtime.py',
 ]
 
-teacher_ckpt = 'work_dirs/toy_mask_rcnn/teacher/model.pth'
+# The teacher: python tools/train.py configs/toy/mask_rcnn_r18_toy.py
+# writes this file.
+teacher_ckpt = 'work_dirs/mask_rcnn_r18_toy/epoch_10.pth'
 model = dict(
     _delete_=True,
     type='FeatureDistiller',

@@ -61,6 +61,7 @@ def check_coco_file(path: str, key: str) -> Optional[dict]:
 
 
 def _loads_masks(pipeline) -> bool:
+    """Whether a pipeline config loads instance masks."""
     return any(t.get('type') == 'LoadAnnotations' and t.get('with_mask')
                for t in pipeline or [] if isinstance(t, dict))
 
@@ -94,7 +95,7 @@ def check_dataloaders(cfg: Config,
         ann_file = _join(root, dataset.ann_file)
         data = check_coco_file(ann_file, f'{key}.ann_file')
         if data is not None and _loads_masks(dataset.get('pipeline')):
-            # mmdet would fail at the first batch with "no attribute masks"
+            # mmdet would fail at the first sample with KeyError: 'mask'
             bare = sum('segmentation' not in a for a in data['annotations'])
             if bare:
                 raise ValueError(
@@ -102,8 +103,8 @@ def check_dataloaders(cfg: Config,
                     f'with_mask=True), but {bare} of the '
                     f'{len(data["annotations"])} annotations in "{ann_file}" '
                     'have no "segmentation". Use an instance-segmentation '
-                    'annotation file (for the synthetic data, regenerate it '
-                    'with tools/make_synthetic_coco.py or make clean-demo).')
+                    'annotation file (for the synthetic data, regenerate it: '
+                    'python tools/make_synthetic_coco.py <data_root>).')
         img_dir = (dataset.get('data_prefix') or {}).get('img')
         if img_dir is not None and not osp.isdir(_join(root, img_dir)):
             raise FileNotFoundError(

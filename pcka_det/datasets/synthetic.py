@@ -105,7 +105,14 @@ def _shape_mask(rng: np.random.RandomState, cls: str, w: int, h: int,
 
 
 def encode_mask(mask: np.ndarray) -> Dict:
-    """COCO compressed RLE of a boolean ``(h, w)`` mask, JSON-ready."""
+    """COCO compressed RLE of a mask, JSON-ready.
+
+    Args:
+        mask (np.ndarray): Boolean ``(h, w)`` mask.
+
+    Returns:
+        dict: ``{'size': [h, w], 'counts': str}``.
+    """
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     rle['counts'] = rle['counts'].decode('ascii')
     return rle
