@@ -61,7 +61,8 @@ def build(config: str, device: torch.device, **overrides):
     cfg.model.teacher_ckpt = None
     cfg.model.update(overrides)
     for side in ('student', 'teacher'):
-        cfg.model[side].setdefault('backbone', {})['init_cfg'] = None
+        spec = cfg.model[side]
+        spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return MODELS.build(cfg.model).to(device).train()
