@@ -12,14 +12,9 @@ sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 
 def load_distill_cfg(path: str) -> Config:
-    """Load a distillation config with no download: random teacher, no
-    pretrained backbones."""
-    cfg = Config.fromfile(osp.join(ROOT, path))
-    cfg.model.teacher_ckpt = None
-    for side in ('student', 'teacher'):
-        spec = cfg.model[side]
-        spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)
-    return cfg
+    """A repo distillation config that downloads nothing when built."""
+    from pcka_det.models import offline_distiller_cfg
+    return offline_distiller_cfg(osp.join(ROOT, path))
 
 
 def demo_batch(batch_size=2, size=(96, 128), num_classes=80, seed=0,

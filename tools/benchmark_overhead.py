@@ -50,19 +50,13 @@ def build(config: str, device: torch.device, **overrides):
     ``overrides`` go into its model config."""
     import warnings
 
-    from mmengine.config import Config
-
     import pcka_det  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from pcka_det.models.builder import resolve_config_path
+    from pcka_det.models import offline_distiller_cfg
     register_all_modules()
-    cfg = Config.fromfile(resolve_config_path(config))
-    cfg.model.teacher_ckpt = None
+    cfg = offline_distiller_cfg(config)
     cfg.model.update(overrides)
-    for side in ('student', 'teacher'):
-        spec = cfg.model[side]
-        spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return MODELS.build(cfg.model).to(device).train()

@@ -1,11 +1,13 @@
-from .builder import build_detector, load_model_cfg, resolve_config_path
+from .builder import (build_detector, load_model_cfg, offline_distiller_cfg,
+                      resolve_config_path)
 from .connectors import ConvConnector
 from .distiller import FeatureDistiller, load_teacher_checkpoint
 from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher_inputs import TeacherInputs
 
 __all__ = [
-    'build_detector', 'load_model_cfg', 'resolve_config_path',
+    'build_detector', 'load_model_cfg', 'offline_distiller_cfg',
+    'resolve_config_path',
     'ConvConnector', 'FeatureDistiller', 'load_teacher_checkpoint',
     'ModuleOutputRecorder', 'get_module', 'recording', 'TeacherInputs'
 ]

@@ -35,6 +35,27 @@ def resolve_config_path(path: str) -> str:
     return full
 
 
+def offline_distiller_cfg(config: str) -> Config:
+    """Load a distillation config so that building it downloads nothing:
+    a random teacher (``teacher_ckpt=None``) and no pretrained backbones.
+
+    For benchmarks and tests, whose timings and checks do not depend on the
+    weights.
+
+    Args:
+        config (str): Config path (``pcka_det::``/``mmdet::`` scopes work).
+
+    Returns:
+        Config: The full config, its ``model`` changed as above.
+    """
+    cfg = Config.fromfile(resolve_config_path(config))
+    cfg.model.teacher_ckpt = None
+    for side in ('student', 'teacher'):
+        spec = cfg.model[side]
+        spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)
+    return cfg
+
+
 def load_model_cfg(spec: Union[dict, ConfigDict]) -> ConfigDict:
     """Return the model dict described by ``spec``.
 
