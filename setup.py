@@ -59,7 +59,9 @@ if __name__ == '__main__':
             ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/model-index.yml']
         },
         install_requires=[
-            'torch>=1.13', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
+            # torchvision: mmdet's `torchvision://` backbone inits (the
+            # COCO students) import it
+            'torch>=1.13', 'torchvision', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
             'mmdet>=3.0.0,<3.4.0', 'pycocotools', 'matplotlib'
         ],
         extras_require={

@@ -32,6 +32,10 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint from a URL holds more than weights."""
 
 
+class CheckpointDownloadError(RuntimeError):
+    """A checkpoint URL could not be fetched (no network, wrong address)."""
+
+
 def is_url(path: str) -> bool:
     """Whether ``path`` names a remote or model-zoo checkpoint."""
     return '://' in path
@@ -64,7 +68,13 @@ def _download(url: str) -> str:
     os.makedirs(folder, exist_ok=True)
     path = osp.join(folder, osp.basename(urlparse(url).path))
     if not osp.isfile(path):
-        torch.hub.download_url_to_file(url, path, progress=True)
+        try:
+            torch.hub.download_url_to_file(url, path, progress=True)
+        except Exception as e:  # URLError, HTTPError, timeouts, ...
+            raise CheckpointDownloadError(
+                f'download of "{url}" failed (no network?): '
+                f'{type(e).__name__}: {e}. Download it elsewhere and put it '
+                f'at {path}, or use a local file.') from e
     return path
 
 
@@ -81,6 +91,8 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
 
     Raises:
         FileNotFoundError: A local path that does not exist.
+        IsADirectoryError: A local path that is a directory.
+        CheckpointDownloadError: A URL that cannot be fetched.
         UnsafeCheckpointError: A remote checkpoint that holds more than
             weights.
     """
@@ -104,7 +116,15 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
         from mmengine.runner.checkpoint import CheckpointLoader
 
         # torch >= 2.6 reads these with weights_only=True by default
-        return CheckpointLoader.load_checkpoint(path, map_location)
+        try:
+            return CheckpointLoader.load_checkpoint(path, map_location)
+        except OSError as e:  # URLError is an OSError
+            raise CheckpointDownloadError(
+                f'download of "{path}" failed (no network?): '
+                f'{type(e).__name__}: {e}.') from e
+    if osp.isdir(path):
+        raise IsADirectoryError(
+            f'Checkpoint "{path}" is a directory, not a checkpoint file')
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint "{path}" does not exist')
     # The user's own file, e.g. an MMEngine training checkpoint.

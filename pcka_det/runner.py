@@ -1,4 +1,5 @@
 """MMEngine's Runner with the checks a distillation run needs."""
+import math
 import re
 
 from mmengine.model import is_model_wrapper
@@ -7,6 +8,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
 from .checkpoint import fit_state_dict, read_checkpoint, state_dict_of
+from .datasets import training_scale
 from .hooks import ExportStudentHook
 from .models import FeatureDistiller
 
@@ -26,6 +28,11 @@ class DistillRunner(Runner):
       (:func:`pcka_det.checkpoint.read_checkpoint`).
     * A ``FeatureDistiller`` run gets an ``ExportStudentHook`` whatever its
       ``custom_hooks`` list says.
+    * ``train()`` first runs the distiller's pre-flight check
+      (:meth:`FeatureDistiller.preflight`) on one dummy image of the training
+      scale, before the dataloaders are built: a level that is not paired,
+      a wrong connector or index, or a PCKA level of one patch fails in
+      seconds.
 
     Every distillation config selects it with ``runner_type='DistillRunner'``
     (``configs/_base_/distill_runtime.py``); ``tools/train.py`` and
@@ -39,6 +46,21 @@ class DistillRunner(Runner):
         if isinstance(model, FeatureDistiller) and not any(
                 isinstance(h, ExportStudentHook) for h in self.hooks):
             self.register_hook(ExportStudentHook(), priority='VERY_LOW')
+
+    def train(self):
+        """Pre-flight check of a distiller, then MMEngine's training."""
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        if isinstance(model, FeatureDistiller):
+            (h, w), source = training_scale(self.cfg)
+            divisor = getattr(model.data_preprocessor, 'pad_size_divisor',
+                              1) or 1
+            size = (math.ceil(h / divisor) * divisor,
+                    math.ceil(w / divisor) * divisor)
+            self.logger.info(f'Pre-flight image size {size[0]}x{size[1]} '
+                             f'({source}).')
+            model.preflight(size)
+        return super().train()
 
     def load_checkpoint(self,
                         filename: str,

@@ -207,7 +207,9 @@ def _distiller(teacher_ckpt):
         type='FeatureDistiller',
         student=dict(cfg_path=STUDENT_CFG),
         teacher=dict(cfg_path=TEACHER_CFG),
-        teacher_ckpt=teacher_ckpt))
+        teacher_ckpt=teacher_ckpt,
+        distill_losses=dict(p3=dict(index=0, loss=dict(
+            type='PatchCKALoss', patch_size=4)))))
 
 
 def test_url_checkpoint_with_pickled_callable_is_refused(served):

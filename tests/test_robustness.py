@@ -16,6 +16,7 @@ def distiller(**kwargs):
         type='FeatureDistiller',
         student=STUDENT,
         teacher=TEACHER,
+        allow_random_teacher=True,
         distill_losses=dict(
             pcka_p3=dict(index=0, loss=dict(type='PatchCKALoss',
                                             patch_size=4))))

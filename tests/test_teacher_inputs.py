@@ -19,8 +19,11 @@ UNIT = dict(type='DetDataPreprocessor', mean=[0.0, 0.0, 0.0],
 
 
 def _distiller(teacher):
-    return MODELS.build(dict(type='FeatureDistiller', student=STUDENT,
-                             teacher=teacher, recorders=dict(fpn='neck')))
+    return MODELS.build(dict(
+        type='FeatureDistiller', student=STUDENT, teacher=teacher,
+        recorders=dict(fpn='neck'), allow_random_teacher=True,
+        distill_losses=dict(p3=dict(recorder='fpn', index=0, loss=dict(
+            type='PatchCKALoss', patch_size=4)))))
 
 
 def _raw_batch():

@@ -14,11 +14,15 @@ fi
 
 have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 
-# torch first: mmcv compiles against it. setuptools<81 keeps pkg_resources,
-# which mmcv's setup.py and mmengine import. numpy is left unpinned: mmdet's
-# opencv-python needs numpy 2, and mmcv/mmdet run with it.
-have "import torch, numpy, ninja, pkg_resources; assert torch.__version__.startswith('2.13.0')" \
-  || $PIP install torch==2.13.0 numpy ninja 'setuptools<81' wheel
+# torch first: mmcv compiles against it. torchvision is what mmdet's
+# `torchvision://resnet50` backbone inits (every COCO student) import, so it
+# is pinned with the torch release it was built for: PyPI's torchvision
+# fails to import beside a CPU-only torch ("operator torchvision::nms does
+# not exist"). setuptools<81 keeps pkg_resources, which mmcv's setup.py and
+# mmengine import. numpy is left unpinned: mmdet's opencv-python needs
+# numpy 2, and mmcv/mmdet run with it.
+have "import torch, torchvision, numpy, ninja, pkg_resources; assert torch.__version__.startswith('2.14.1') and torchvision.__version__.startswith('0.29.1')" \
+  || $PIP install torch==2.14.1 torchvision==0.29.1 numpy ninja 'setuptools<81' wheel
 
 # mmcv 2.1.0 has no wheel on PyPI for this torch: build it from source, once
 # (pip caches the wheel, so later venvs take seconds).
@@ -27,9 +31,31 @@ have "import torch, numpy, ninja, pkg_resources; assert torch.__version__.starts
 #   MAX_JOBS=2        the build is memory hungry; 2 jobs fit a 2-core box
 #   CFLAGS=-g0        no debug info: a smaller, faster build
 #   --no-build-isolation  build against the torch installed above
-if ! have "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'"; then
+# pip's wheel cache does not key on the torch a wheel was compiled against:
+# a cached mmcv built for another torch installs and then fails to import
+# (undefined symbols), so that case is rebuilt without the cache.
+MMCV_CHECK="import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'"
+# torch 2.14's headers need C++20, and mmcv 2.1.0's setup.py hard-codes
+# -std=c++17: the compiler is called through a wrapper that raises it.
+CXX20="$VENV/bin/cxx20"
+cat > "$CXX20" <<'SH'
+#!/bin/sh
+# g++ with -std=c++14/17 raised to -std=c++20 (written by tools/install.sh)
+for a in "$@"; do
+  shift
+  case "$a" in -std=c++14|-std=c++17) a=-std=c++20 ;; esac
+  set -- "$@" "$a"
+done
+exec "${CXX_REAL:-g++}" "$@"
+SH
+chmod +x "$CXX20"
+build_mmcv() {
   MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-2}" CFLAGS=-g0 \
-    $PIP install --no-build-isolation mmcv==2.1.0
+    CC="$CXX20" CXX="$CXX20" $PIP install --no-build-isolation "$@" mmcv==2.1.0
+}
+if ! have "$MMCV_CHECK"; then
+  build_mmcv
+  have "$MMCV_CHECK" || build_mmcv --force-reinstall --no-deps --no-cache-dir
 fi
 
 have "import mmengine, mmdet, pycocotools, pytest, matplotlib; assert mmengine.__version__ == '0.10.7' and mmdet.__version__ == '3.3.0'" \

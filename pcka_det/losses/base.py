@@ -3,12 +3,16 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from .feature_pair import check_weight
 from .kernels import DEFAULT_EPS
 
 
 class AlignmentLoss(nn.Module):
     """``loss_weight * (intra_weight * (1 - intra) + inter_weight *
     (1 - inter))``, the inter part only when ``inter_weight`` is set.
+
+    Weights must be finite numbers >= 0 (``ValueError`` otherwise, when the
+    loss is built).
 
     Args:
         intra_weight (float): Weight of the sample-relation term.
@@ -26,10 +30,12 @@ class AlignmentLoss(nn.Module):
                  loss_weight: float = 1.0,
                  eps: float = DEFAULT_EPS) -> None:
         super().__init__()
-        self.intra_weight = intra_weight
-        self.inter_weight = inter_weight
+        method = type(self).__name__
+        self.intra_weight = check_weight(method, 'intra_weight', intra_weight)
+        self.inter_weight = check_weight(method, 'inter_weight', inter_weight,
+                                         allow_none=True)
         self.centered = centered
-        self.loss_weight = loss_weight
+        self.loss_weight = check_weight(method, 'loss_weight', loss_weight)
         self.eps = eps
 
     @property

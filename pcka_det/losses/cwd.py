@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import align_feature_pair
+from .feature_pair import check_feature_pair, check_weight
 
 
 def channel_kl(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -15,14 +15,14 @@ def channel_kl(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     positions (softmax at temperature ``tau``); the teacher's is the target.
 
     Args:
-        student (Tensor): ``(B, C, H, W)``; resized to the teacher's size.
+        student (Tensor): ``(B, C, H, W)``.
         teacher (Tensor): ``(B, C, H, W)``.
         tau (float): Softmax temperature.
 
     Returns:
         Tensor: ``(C,)`` KL(teacher || student), averaged over the batch.
     """
-    student, teacher = align_feature_pair(student, teacher, 'CWD')
+    check_feature_pair(student, teacher, 'CWD')
     b, c = teacher.shape[:2]
     with torch.autocast(device_type=student.device.type, enabled=False):
         log_s = F.log_softmax(student.float().reshape(b, c, -1) / tau, -1)
@@ -42,10 +42,13 @@ class ChannelWiseDivergence(nn.Module):
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
         super().__init__()
+        check_weight('ChannelWiseDivergence', 'tau', tau)
         if tau <= 0:
-            raise ValueError(f'tau must be > 0, got {tau}')
-        self.tau = tau
-        self.loss_weight = loss_weight
+            raise ValueError(f'ChannelWiseDivergence: tau must be > 0, got '
+                             f'{tau}')
+        self.tau = float(tau)
+        self.loss_weight = check_weight('ChannelWiseDivergence',
+                                        'loss_weight', loss_weight)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         """Args: ``(B, C, H, W)`` student and teacher features.

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import align_feature_pair
+from .feature_pair import check_feature_pair, check_weight
 
 
 @MODELS.register_module()
@@ -19,7 +19,8 @@ class FeatureMSELoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0) -> None:
         super().__init__()
-        self.loss_weight = loss_weight
+        self.loss_weight = check_weight('FeatureMSELoss', 'loss_weight',
+                                        loss_weight)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         """Args: ``(B, C, H, W)`` student and teacher features.
@@ -27,6 +28,8 @@ class FeatureMSELoss(nn.Module):
         Returns:
             Tensor: Scalar loss (fp32).
         """
-        s, t = align_feature_pair(student_feat, teacher_feat, 'FitNet')
-        with torch.autocast(device_type=s.device.type, enabled=False):
-            return self.loss_weight * (s.float() - t.float()).pow(2).mean()
+        check_feature_pair(student_feat, teacher_feat, 'FitNet')
+        with torch.autocast(device_type=student_feat.device.type,
+                            enabled=False):
+            return self.loss_weight * (
+                student_feat.float() - teacher_feat.float()).pow(2).mean()

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
-from .feature_pair import align_feature_pair, warn_once
+from .feature_pair import check_feature_pair, check_patch_size, warn_once
 from .kernels import DEFAULT_EPS, gram_alignments
 
 
@@ -52,10 +52,10 @@ def patch_cka(student: Tensor,
     """Per-channel patch CKA similarities between two feature maps.
 
     Computed in fp32 whatever the input dtype or autocast state, by
-    ``to_patches`` and ``gram_alignments`` on every device. A student map of
-    another spatial size is resized to the teacher's (one warning). With a
-    single patch the intra term carries no signal (uncentred it is
-    identically 1, centred it is 0/0): it is defined as 1 with one warning.
+    ``to_patches`` and ``gram_alignments`` on every device. Both maps must
+    have the same shape. With a single patch the intra term carries no
+    signal (uncentred it is identically 1, centred it is 0/0): it is defined
+    as 1.
 
     Args:
         student (Tensor): Student feature ``(B, C, H, W)``.
@@ -70,7 +70,7 @@ def patch_cka(student: Tensor,
         tuple[Tensor, Tensor | None]: ``intra`` and ``inter`` similarities,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
-    student, teacher = align_feature_pair(student, teacher, 'PCKA')
+    check_feature_pair(student, teacher, 'PCKA')
     n = patch_count(teacher, patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
@@ -78,11 +78,6 @@ def patch_cka(student: Tensor,
             to_patches(student, patch_size), to_patches(teacher, patch_size),
             centered, inter, eps)
     if n == 1:
-        warn_once(
-            'single_patch',
-            f'PCKA: a level of size {tuple(teacher.shape[2:])} gives a '
-            f'single {patch_size}x{patch_size} patch; its intra term is '
-            f'skipped (defined as 1). Use a smaller patch_size for it.')
         intra = torch.ones_like(intra)
     return intra, inter_sim
 
@@ -104,6 +99,14 @@ class PatchCKALoss(AlignmentLoss):
             alignment.
         loss_weight (float): Global multiplier.
         eps (float): Lower bound of squared Gram norms.
+        allow_single_patch (bool): Accept a level that gives a single patch
+            at the training scale, whose intra term is then constant (no
+            signal; with no inter term the loss is identically 0).
+            ``FeatureDistiller``'s pre-flight check refuses such a level
+            unless this is True. Either way each such level is logged once.
+
+    Weights must be finite numbers >= 0 and ``patch_size`` an integer >= 1
+    (``ValueError`` when the loss is built).
     """
 
     def __init__(self,
@@ -112,12 +115,46 @@ class PatchCKALoss(AlignmentLoss):
                  inter_weight: Optional[float] = None,
                  centered: bool = False,
                  loss_weight: float = 1.0,
-                 eps: float = DEFAULT_EPS) -> None:
+                 eps: float = DEFAULT_EPS,
+                 allow_single_patch: bool = False) -> None:
         super().__init__(intra_weight, inter_weight, centered, loss_weight,
                          eps)
-        if patch_size < 1:
-            raise ValueError(f'patch_size must be >= 1, got {patch_size}')
-        self.patch_size = patch_size
+        self.patch_size = check_patch_size(type(self).__name__, patch_size)
+        self.allow_single_patch = bool(allow_single_patch)
+
+    def _single_patch(self, teacher_feat: Tensor) -> bool:
+        """Whether the intra term of this level carries no signal."""
+        return (self.intra_weight > 0
+                and patch_count(teacher_feat, self.patch_size) == 1)
+
+    def check_level(self, student_feat: Tensor, teacher_feat: Tensor,
+                    name: str = 'PCKA') -> None:
+        """Pre-flight check of one level at the training scale.
+
+        Args:
+            student_feat (Tensor): ``(B, C, H, W)``, after any connector.
+            teacher_feat (Tensor): ``(B, C, H, W)``.
+            name (str): The level's name in ``distill_losses``.
+
+        Raises:
+            ValueError: The level gives a single patch (its intra term is
+                constant) and ``allow_single_patch`` is False.
+        """
+        check_feature_pair(student_feat, teacher_feat, 'PCKA')
+        if self._single_patch(teacher_feat) and not self.allow_single_patch:
+            h, w = teacher_feat.shape[2:]
+            largest = max(h, w) - 1  # p < max(h, w) gives >= 2 patches
+            fix = (f'Use patch_size <= {largest} for it (at least 2 patches), '
+                   if largest >= 1 else 'No patch size splits a 1x1 level: ')
+            raise ValueError(
+                f'{name}: a {h}x{w} level cut into {self.patch_size}x'
+                f'{self.patch_size} patches gives a single patch, so its PCKA '
+                'intra term is constant and '
+                + ('the loss is identically 0' if not self.with_inter else
+                   'only the inter term trains')
+                + f'. {fix}distil another level, or set '
+                'allow_single_patch=True on '
+                'the loss if this is meant.')
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         """Compute the loss.
@@ -130,9 +167,18 @@ class PatchCKALoss(AlignmentLoss):
         Returns:
             Tensor: Scalar loss (fp32).
         """
+        if self._single_patch(teacher_feat):
+            warn_once(
+                (id(self), 'single_patch', tuple(teacher_feat.shape[2:])),
+                f'PatchCKALoss(patch_size={self.patch_size}): a level of size '
+                f'{tuple(teacher_feat.shape[2:])} gives a single patch; its '
+                'intra term is constant (defined as 1) and trains nothing. '
+                'Use a smaller patch_size for it.')
         return self.combine(*patch_cka(
             student_feat, teacher_feat, self.patch_size, self.centered,
             inter=self.with_inter, eps=self.eps))
 
     def extra_repr(self) -> str:
-        return f'patch_size={self.patch_size}, ' + super().extra_repr()
+        return (f'patch_size={self.patch_size}, ' + super().extra_repr() +
+                (', allow_single_patch=True' if self.allow_single_patch
+                 else ''))

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import align_feature_pair
+from .feature_pair import check_feature_pair, check_weight
 
 
 def _standardize(feat: Tensor, eps: float) -> Tensor:
@@ -21,7 +21,7 @@ def pearson_channels(student: Tensor, teacher: Tensor,
     """Per-channel Pearson correlation of two feature maps.
 
     Args:
-        student (Tensor): ``(B, C, H, W)``; resized to the teacher's size.
+        student (Tensor): ``(B, C, H, W)``.
         teacher (Tensor): ``(B, C, H, W)``.
         eps (float): Added to the standard deviations; a constant channel
             has correlation 0.
@@ -29,7 +29,7 @@ def pearson_channels(student: Tensor, teacher: Tensor,
     Returns:
         Tensor: ``(C,)`` correlations in ``[-1, 1]``, fp32.
     """
-    student, teacher = align_feature_pair(student, teacher, 'PKD')
+    check_feature_pair(student, teacher, 'PKD')
     with torch.autocast(device_type=student.device.type, enabled=False):
         s = _standardize(student.float(), eps)
         t = _standardize(teacher.float(), eps)
@@ -49,7 +49,7 @@ class PKDLoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.loss_weight = loss_weight
+        self.loss_weight = check_weight('PKDLoss', 'loss_weight', loss_weight)
         self.eps = eps
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

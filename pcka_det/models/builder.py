@@ -50,6 +50,7 @@ def offline_distiller_cfg(config: str) -> Config:
     """
     cfg = Config.fromfile(resolve_config_path(config))
     cfg.model.teacher_ckpt = None
+    cfg.model.allow_random_teacher = True
     for side in ('student', 'teacher'):
         spec = cfg.model[side]
         spec.backbone = dict(spec.get('backbone', {}), init_cfg=None)

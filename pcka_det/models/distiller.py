@@ -1,23 +1,28 @@
 """A frozen teacher distilled into a trainable student, as one mmdet model."""
 import copy
+import logging
+import os
 import os.path as osp
-import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-from mmengine.logging import MMLogger
+import torch.nn.functional as F
+from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from ..checkpoint import (UnsafeCheckpointError, fit_state_dict, is_url,
-                          mismatch, read_checkpoint, state_dict_of)
-from ..losses.patch_cka import patch_cka
+from ..checkpoint import (CheckpointDownloadError, UnsafeCheckpointError,
+                          fit_state_dict, has_student, is_url, mismatch,
+                          read_checkpoint, state_dict_of)
+from ..losses.patch_cka import patch_cka, patch_count
 from .builder import build_detector
 from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher_inputs import TeacherInputs, describe
 
 NONFINITE_POLICIES = ('skip', 'raise')
+SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize')
+RESIZE_MODES = ('bilinear', 'nearest')
 TEACHER_DTYPES = {None: torch.float32, 'fp32': torch.float32,
                   'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -30,10 +35,21 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
         path (str): Local path or URL of an mmdet checkpoint (URLs are read
             with ``weights_only=True``, see :mod:`pcka_det.checkpoint`).
     """
+    if not is_url(path) and osp.isdir(path):
+        found = sorted(n for n in os.listdir(path) if n.endswith('.pth'))
+        raise IsADirectoryError(
+            f'teacher_ckpt "{path}" is a directory; set model.teacher_ckpt '
+            'to the checkpoint file'
+            + (f' (it holds {found[:5]})' if found else ' (it holds no .pth '
+               'file)') + '.')
     if not is_url(path) and not osp.isfile(path):
         raise FileNotFoundError(f'teacher_ckpt "{path}" does not exist')
     try:
         ckpt = read_checkpoint(path)
+    except CheckpointDownloadError as e:
+        raise CheckpointDownloadError(
+            f'teacher_ckpt: {e} Set model.teacher_ckpt to a local file.'
+        ) from e
     except UnsafeCheckpointError:
         raise
     except Exception as e:
@@ -41,6 +57,13 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
             f'teacher_ckpt "{path}" could not be read ({type(e).__name__}: '
             f'{e}); is it a complete PyTorch checkpoint?') from e
     state = state_dict_of(ckpt, path)
+    if has_student(state) and not has_student(teacher.state_dict()):
+        raise RuntimeError(
+            f'teacher_ckpt "{path}" is a FeatureDistiller checkpoint (its '
+            'weights are under "student."): it holds a distilled student, '
+            'not the teacher. Point model.teacher_ckpt at the teacher '
+            'detector\'s own checkpoint; to use a distilled student as a '
+            'teacher, export it first (tools/export_student.py).')
     _, problem = mismatch(teacher, state)
     if problem:
         raise RuntimeError(
@@ -65,13 +88,17 @@ class FeatureDistiller(BaseModel):
             ``dict(cfg_path='mmdet::...', **overrides)``.
         teacher (dict): Teacher detector, same forms as ``student``.
         teacher_ckpt (str, optional): Path or URL of the teacher weights.
-            None keeps a random teacher (tests only) and warns.
+            None is an error unless ``allow_random_teacher``.
         recorders (dict): ``name -> module path`` recorded on both models,
             or ``name -> dict(student=path, teacher=path)``.
         distill_losses (dict): ``name -> dict(loss=<loss cfg>,
             recorder=<recorder name>, index=<level or None>,
-            connector=<connector cfg or None>)``. Each is logged as
-            ``loss_<name>``.
+            connector=<connector cfg or None>, resize=None)``. Each is
+            logged as ``loss_<name>``. At least one is needed (without any,
+            train the plain student config). Student and teacher features
+            of a level must have the same spatial size; ``resize`` set to
+            ``'bilinear'`` (or ``'nearest'``) resizes the student's to the
+            teacher's instead, for those who mean it.
         nonfinite (str): What to do when a distillation loss is NaN/Inf:
             ``'skip'`` (drop it for this step, warn) or ``'raise'``.
         predict_with (str): ``'student'`` (default) or ``'teacher'``: the
@@ -91,6 +118,8 @@ class FeatureDistiller(BaseModel):
             the PCKA intra/inter similarity of each distilled level
             (``distill/<name>_intra``, ``distill/<name>_inter``) from the
             features the step already has. 0 (default) turns it off.
+        allow_random_teacher (bool): Accept ``teacher_ckpt=None`` (a random
+            teacher: tests and benchmarks only); a warning is logged.
         init_cfg (dict, optional): Init config.
     """
 
@@ -107,6 +136,7 @@ class FeatureDistiller(BaseModel):
                  teacher_dtype: Optional[str] = None,
                  teacher_channels_last: bool = False,
                  log_alignment_interval: int = 0,
+                 allow_random_teacher: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         student_model = build_detector(student)
         super().__init__(
@@ -118,9 +148,17 @@ class FeatureDistiller(BaseModel):
         with torch.random.fork_rng():
             teacher_model = build_detector(teacher)
         if teacher_ckpt is None:
-            warnings.warn('FeatureDistiller: teacher_ckpt is None, the '
-                          'teacher keeps random weights. Use this only in '
-                          'tests.')
+            if not allow_random_teacher:
+                raise ValueError(
+                    'FeatureDistiller: model.teacher_ckpt is None, so the '
+                    'student would be distilled from a randomly initialised '
+                    'teacher. Set model.teacher_ckpt to the teacher\'s '
+                    'checkpoint (file or URL); allow_random_teacher=True '
+                    'accepts a random teacher (tests, benchmarks).')
+            print_log('FeatureDistiller: teacher_ckpt is None, the teacher '
+                      'keeps random weights (allow_random_teacher=True). Use '
+                      'this only in tests and benchmarks.', logger='current',
+                      level=logging.WARNING)
         else:
             load_teacher_checkpoint(teacher_model, teacher_ckpt)
         teacher_model.eval()
@@ -170,6 +208,11 @@ class FeatureDistiller(BaseModel):
         self.distill_scale: Optional[float] = None
         self._build_recorders(recorders or dict(neck='neck'))
         self._build_losses(distill_losses or {})
+        if not self.distill_losses:
+            raise ValueError(
+                'FeatureDistiller: distill_losses is empty, so the teacher '
+                'would run every step and teach nothing. Configure at least '
+                'one loss, or train the plain student config instead.')
 
     def _build_recorders(self, cfg: dict) -> None:
         self.student_recorders: Dict[str, ModuleOutputRecorder] = {}
@@ -188,23 +231,58 @@ class FeatureDistiller(BaseModel):
         self.distill_losses = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
         self.loss_mappings = {}
+        self.resize_modes: Dict[str, str] = {}
+        folded = {}
+        for name in cfg:
+            folded.setdefault(name.lower(), []).append(name)
         for name, spec in cfg.items():
-            spec = copy.deepcopy(dict(spec))
-            unknown = set(spec) - {'loss', 'recorder', 'index', 'connector'}
-            if 'loss' not in spec or unknown:
+            key = f'distill_losses.{name}'
+            twins = [n for n in folded[name.lower()] if n != name]
+            if twins:
                 raise ValueError(
-                    f'distill_losses.{name} must be dict(loss=..., '
-                    'recorder=..., index=..., connector=...); got keys '
-                    f'{sorted(spec)}')
+                    f'{key} and distill_losses.{twins[0]} differ only in '
+                    'case. Keys are case-sensitive: an override of an '
+                    'inherited loss under another case adds a new entry '
+                    'instead of changing it. Use the inherited name '
+                    f'(one of {sorted(cfg)}).')
+            if not isinstance(spec, dict):
+                raise ValueError(f'{key} must be a dict(loss=..., recorder='
+                                 f'..., index=...), got {spec!r}')
+            spec = copy.deepcopy(dict(spec))
+            unknown = sorted(set(spec) - set(SPEC_KEYS))
+            if unknown:
+                raise ValueError(
+                    f'{key}: unknown key(s) {unknown}; a loss spec takes '
+                    f'{list(SPEC_KEYS)}.')
+            if not isinstance(spec.get('loss'), dict) or \
+                    'type' not in spec['loss']:
+                raise ValueError(
+                    f'{key} needs loss=dict(type=..., ...); got '
+                    f'{spec.get("loss")!r}. (An override of an inherited '
+                    f'loss must use its exact name: {sorted(cfg)}.)')
             recorder = spec.get('recorder', 'neck')
             if recorder not in self.student_recorders:
                 raise ValueError(
-                    f'distill_losses.{name} uses recorder "{recorder}", but '
-                    f'the recorders are {sorted(self.student_recorders)}')
-            self.distill_losses[name] = MODELS.build(spec['loss'])
+                    f'{key} uses recorder "{recorder}", but the recorders '
+                    f'are {sorted(self.student_recorders)}')
+            index = spec.get('index')
+            if index is not None and (isinstance(index, bool)
+                                      or not isinstance(index, int)):
+                raise ValueError(f'{key}: index must be an integer level or '
+                                 f'None, got {index!r}')
+            resize = spec.get('resize')
+            if resize is not None and resize not in RESIZE_MODES:
+                raise ValueError(f'{key}: resize must be None or one of '
+                                 f'{RESIZE_MODES}, got {resize!r}')
+            try:
+                self.distill_losses[name] = MODELS.build(spec['loss'])
+            except (ValueError, TypeError) as e:
+                raise type(e)(f'{key}.loss: {e}') from e
             if spec.get('connector') is not None:
                 self.connectors[name] = MODELS.build(spec['connector'])
-            self.loss_mappings[name] = (recorder, spec.get('index'))
+            if resize is not None:
+                self.resize_modes[name] = resize
+            self.loss_mappings[name] = (recorder, index)
 
     def init_weights(self) -> None:
         """MMEngine's initialisation, then ``student_ckpt`` and ``inherit``.
@@ -352,10 +430,44 @@ class FeatureDistiller(BaseModel):
             losses['distill_nonfinite'] = torch.stack(nonfinite).sum()
         return losses
 
+    def paired_features(self, name: str, s_feat: Tensor,
+                        t_feat: Tensor) -> Tuple[Tensor, Tensor]:
+        """The student feature of one level as its loss compares it: through
+        the level's connector, resized if its spec says ``resize``.
+
+        Args:
+            name (str): Key of ``distill_losses``.
+            s_feat (Tensor): Recorded student feature ``(B, C_s, h, w)``.
+            t_feat (Tensor): Recorded teacher feature ``(B, C_t, H, W)``.
+
+        Returns:
+            tuple[Tensor, Tensor]: Student ``(B, C_t, H, W)`` and teacher.
+        """
+        if not isinstance(s_feat, Tensor) or not isinstance(t_feat, Tensor):
+            raise ValueError(
+                f'distill_losses.{name}: the recorded outputs are not '
+                f'tensors (student {type(s_feat).__name__}, teacher '
+                f'{type(t_feat).__name__}); set index to pick one.')
+        if name in self.connectors:
+            s_feat = self.connectors[name](s_feat)
+            if s_feat.dim() == 4 and t_feat.dim() == 4 and \
+                    s_feat.shape[1] != t_feat.shape[1]:
+                raise ValueError(
+                    f'distill_losses.{name}.connector outputs '
+                    f'{s_feat.shape[1]} channels, but the teacher\'s level '
+                    f'has {t_feat.shape[1]} {tuple(t_feat.shape)}: set the '
+                    f'connector\'s out_channels={t_feat.shape[1]}.')
+        mode = self.resize_modes.get(name)
+        if mode is not None and s_feat.shape[2:] != t_feat.shape[2:]:
+            s_feat = F.interpolate(
+                s_feat, size=t_feat.shape[2:], mode=mode,
+                **(dict(align_corners=False) if mode == 'bilinear' else {}))
+        return s_feat, t_feat
+
     def distill_loss(self, name: str, s_feat: Tensor,
                      t_feat: Tensor) -> Tuple[Tensor, Tensor]:
-        """One distillation loss: the level's connector, if any, then its
-        loss, with the ``nonfinite`` policy applied.
+        """One distillation loss: the level's connector (and resize), if
+        any, then its loss, with the ``nonfinite`` policy applied.
 
         ``'skip'`` is branch-free (no host-device sync): a non-finite value
         becomes 0 and the gradient it sends back, NaN or not, is zeroed
@@ -370,12 +482,14 @@ class FeatureDistiller(BaseModel):
             tuple[Tensor, Tensor]: The loss and ``1.`` if it was non-finite,
             else ``0.`` (both scalars on the loss's device).
         """
-        if name in self.connectors:
-            s_feat = self.connectors[name](s_feat)
+        s_feat, t_feat = self.paired_features(name, s_feat, t_feat)
         # A view of its own, so the gradient gate acts on this loss's branch
         # only, after the connector.
         s_feat = s_feat.view_as(s_feat)
-        value = self.distill_losses[name](s_feat, t_feat)
+        try:
+            value = self.distill_losses[name](s_feat, t_feat)
+        except ValueError as e:
+            raise ValueError(f'distill_losses.{name}: {e}') from e
         finite = torch.isfinite(value)
         if self.nonfinite == 'raise':
             if not finite:
@@ -388,6 +502,74 @@ class FeatureDistiller(BaseModel):
                                           device=grad.device)))
         return (torch.where(finite, value, value.new_zeros(())),
                 (~finite).float())
+
+    @torch.no_grad()
+    def preflight(self, image_size: Tuple[int, int]) -> None:
+        """Check every distilled level on one dummy image, before training.
+
+        Runs the teacher's and the student's ``extract_feat`` (eval mode, no
+        gradient, BN statistics untouched) on one random image of
+        ``image_size`` and applies what each training step does to the
+        recorded features: level index, connector, spatial size and channel
+        checks, and the loss's own ``check_level`` (PCKA: at least two
+        patches per level). Errors then surface in seconds, before the data
+        is loaded. The shapes are logged.
+
+        Args:
+            image_size (tuple[int, int]): ``(H, W)`` of the padded training
+                batch.
+
+        Raises:
+            ValueError, IndexError: What the first training step would
+                raise, or a level that would train nothing.
+        """
+        device = next(self.student.parameters()).device
+        inputs = torch.randn(1, 3, *image_size, device=device)
+        modes = [(m, m.training) for m in (self.student, self.connectors)]
+        for module, _ in modes:
+            module.eval()
+        lines = []
+        try:
+            with self.recording():
+                self.teacher_features(inputs)
+                self.student.extract_feat(inputs)
+                for name, (rec, index) in self.loss_mappings.items():
+                    s_rec = self.student_recorders[rec]
+                    t_rec = self.teacher_recorders[rec]
+                    if s_rec.data is None or t_rec.data is None:
+                        lines.append(f'{name}: "{rec}" does not run in '
+                                     'extract_feat; checked at the first '
+                                     'step')
+                        continue
+                    try:
+                        s_feat, t_feat = self.paired_features(
+                            name, s_rec.get(index), t_rec.get(index).float())
+                    except IndexError as e:
+                        raise IndexError(f'distill_losses.{name}: {e}') from e
+                    loss = self.distill_losses[name]
+                    try:
+                        check = getattr(loss, 'check_level', None)
+                        if check is not None:
+                            check(s_feat, t_feat, name=name)
+                        self.distill_losses[name](s_feat, t_feat)
+                    except ValueError as e:
+                        msg = str(e)
+                        raise ValueError(
+                            msg if msg.startswith(name) else
+                            f'distill_losses.{name}: {msg}') from e
+                    patches = ''
+                    if hasattr(loss, 'patch_size'):
+                        patches = (f', {patch_count(t_feat, loss.patch_size)}'
+                                   f' patches of {loss.patch_size}')
+                    lines.append(
+                        f'{name}: student {tuple(s_rec.get(index).shape)} '
+                        f'teacher {tuple(t_feat.shape)}{patches}')
+        finally:
+            for module, training in modes:
+                module.train(training)
+        MMLogger.get_current_instance().info(
+            f'FeatureDistiller pre-flight on a dummy {image_size[0]}x'
+            f'{image_size[1]} image: ' + '; '.join(lines))
 
     @torch.no_grad()
     def alignment(self, name: str, s_feat: Tensor,
@@ -408,8 +590,7 @@ class FeatureDistiller(BaseModel):
             channel means.
         """
         loss = self.distill_losses[name]
-        if name in self.connectors:
-            s_feat = self.connectors[name](s_feat)
+        s_feat, t_feat = self.paired_features(name, s_feat, t_feat)
         intra, inter = patch_cka(
             s_feat, t_feat, getattr(loss, 'patch_size', 16),
             getattr(loss, 'centered', False))

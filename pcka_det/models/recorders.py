@@ -80,7 +80,8 @@ class ModuleOutputRecorder:
         """Return the recorded output, or its ``index``-th element.
 
         Args:
-            index (int, optional): Level index into a tuple/list output.
+            index (int, optional): Level index into a tuple/list output;
+                required for one.
 
         Returns:
             Tensor: The recorded tensor.
@@ -91,6 +92,12 @@ class ModuleOutputRecorder:
                 'run in this forward pass, or it ran outside a recording '
                 'block.')
         if index is None:
+            if isinstance(self.data, (tuple, list)):
+                shapes = [tuple(getattr(d, 'shape', ())) for d in self.data]
+                raise IndexError(
+                    f'"{self.source}" returns {len(self.data)} outputs '
+                    f'(shapes {shapes}), so index=None is ambiguous; set '
+                    f'index to one of 0..{len(self.data) - 1}.')
             return self.data
         if not isinstance(self.data, (tuple, list)):
             raise IndexError(

@@ -1,0 +1,72 @@
+"""The image size a config trains at, read from its training pipeline."""
+import math
+from typing import Optional, Tuple
+
+from mmengine.config import Config
+
+# What mmdet's COCO configs train at, when a pipeline names no size.
+DEFAULT_SCALE = (800, 1333)
+
+
+def _hw(scale) -> Optional[Tuple[int, int]]:
+    """mmdet's ``(w, h)`` scale (or a single side) as ``(short, long)``;
+    a ``keep_ratio`` resize bounds the image by these two sides."""
+    if isinstance(scale, (int, float)):
+        return int(scale), int(scale)
+    if isinstance(scale, (tuple, list)) and len(scale) == 2 and all(
+            isinstance(v, (int, float)) for v in scale):
+        return int(min(scale)), int(max(scale))
+    return None
+
+
+def _smallest(scales) -> Optional[Tuple[int, int]]:
+    sizes = [hw for hw in map(_hw, scales) if hw is not None]
+    return min(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
+
+
+def training_scale(cfg: Config) -> Tuple[Tuple[int, int], str]:
+    """The smallest ``(H, W)`` image of the training pipeline.
+
+    A ``Pad`` to a fixed size (RTMDet) or a ``RandomCrop`` wins; otherwise the
+    smallest scale of a ``Resize``, ``RandomResize`` (times the lowest
+    ``ratio_range``) or ``RandomChoiceResize``, landscape (``H <= W``). The
+    smallest size is the one where a level has the fewest cells, hence where
+    a patch size may leave a single patch.
+
+    Args:
+        cfg (Config): A full training config.
+
+    Returns:
+        tuple: ``(H, W)`` and where it came from (for the log).
+    """
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    pipeline = [t for t in dataset.get('pipeline') or []
+                if isinstance(t, dict)]
+    found = None
+    for t in pipeline:
+        kind = t.get('type', '')
+        if kind == 'Pad' and _hw(t.get('size')) is not None:
+            w, h = t['size'] if isinstance(t['size'], (tuple, list)) else \
+                (t['size'], t['size'])
+            return (int(h), int(w)), 'Pad size of the training pipeline'
+        if kind == 'RandomCrop' and t.get('crop_type', 'absolute') == \
+                'absolute' and _hw(t.get('crop_size')) is not None:
+            w, h = t['crop_size']
+            found = (int(h), int(w)), 'RandomCrop of the training pipeline'
+        if found is None and kind in ('Resize', 'RandomResize',
+                                      'RandomChoiceResize'):
+            scales = t.get('scales') if kind == 'RandomChoiceResize' else \
+                t.get('scale')
+            if _hw(scales) is not None:
+                scales = [scales]
+            hw = _smallest(scales or [])
+            if hw is not None:
+                low = min(t.get('ratio_range') or (1.0, ))
+                hw = (math.ceil(hw[0] * low), math.ceil(hw[1] * low))
+                found = hw, f'{kind} scale of the training pipeline'
+    if found is None:
+        return DEFAULT_SCALE, ('no size in the training pipeline; mmdet\'s '
+                               'COCO scale assumed')
+    return found
