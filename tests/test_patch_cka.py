@@ -1,5 +1,5 @@
 import importlib
-import warnings
+import logging
 
 import pytest
 import torch
@@ -194,14 +194,23 @@ def test_degenerate_cases_are_finite():
         assert inter[1] == 0 and inter[2] == 0
 
 
-def test_single_patch_warns_once():
+def test_single_patch_warns_once_per_level(monkeypatch):
+    """One warning per level (loss instance) and cause, not per process, at
+    WARNING level through MMEngine's logger (hence in the run's log)."""
     module = importlib.import_module('pcka_det.losses.feature_pair')
-    module._warned.discard('single_patch')
-    with pytest.warns(UserWarning, match='single 16x16 patch'):
-        patch_cka(torch.randn(2, 2, 7, 11), torch.randn(2, 2, 7, 11))
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        patch_cka(torch.randn(2, 2, 7, 11), torch.randn(2, 2, 7, 11))
+    logged = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, logger, level: logged.append((msg, level)))
+    p6, p7 = PatchCKALoss(16), PatchCKALoss(16)
+    for _ in range(3):
+        p6(torch.randn(2, 2, 7, 11), torch.randn(2, 2, 7, 11))
+        p7(torch.randn(2, 2, 4, 6), torch.randn(2, 2, 4, 6))
+    assert [level for _, level in logged] == [logging.WARNING] * 2
+    assert '(7, 11)' in logged[0][0] and '(4, 6)' in logged[1][0]
+    assert all('single patch' in msg for msg, _ in logged)
+    # the pure function stays silent (analysis tools call it)
+    patch_cka(torch.randn(2, 2, 7, 11), torch.randn(2, 2, 7, 11))
+    assert len(logged) == 2
 
 
 def test_bad_shapes_name_both():
@@ -216,11 +225,14 @@ def test_bad_shapes_name_both():
         loss(torch.randn(8, 8, 8), torch.randn(8, 8, 8))
 
 
-def test_spatial_mismatch_resizes_student_with_warning():
+def test_spatial_mismatch_is_an_error_naming_the_causes():
+    """Levels of different sizes are not paired: no silent resize."""
     s, t = torch.randn(2, 3, 16, 24), torch.randn(2, 3, 32, 48)
-    with pytest.warns(UserWarning, match='resized to the teacher size'):
-        intra, _ = patch_cka(s, t, 16)
-    assert intra.shape == (3, )
+    for fn in (lambda: patch_cka(s, t, 16), lambda: PatchCKALoss(4)(s, t)):
+        with pytest.raises(ValueError, match=r'\(2, 3, 16, 24\).*'
+                           r'\(2, 3, 32, 48\)') as e:
+            fn()
+        assert 'start_level' in str(e.value)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

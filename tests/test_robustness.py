@@ -137,7 +137,7 @@ def test_bad_options():
         distiller(nonfinite='ignore')
     with pytest.raises(ValueError, match='predict_with'):
         distiller(predict_with='both')
-    with pytest.raises(ValueError, match='must be dict'):
+    with pytest.raises(ValueError, match='a loss spec must be dict'):
         distiller(distill_losses=dict(x=dict(type='PatchCKALoss')))
     with pytest.raises(FileNotFoundError, match='nothere.py'):
         distiller(teacher=dict(cfg_path='pcka_det::toy/nothere.py'))

@@ -201,12 +201,10 @@ def _annotation_problems(data: dict, cat_ids: Set
         cause = _ann_cause(ann, images, cat_ids)
         if cause is None:
             with_box.add(ann['image_id'])
-        elif cause != 'malformed':
-            problems[cause].append((ann['id'], ann['image_id']))
+        elif isinstance(ann, dict):
+            problems[cause].append((ann.get('id'), ann.get('image_id')))
         else:
-            problems[cause].append(
-                (ann.get('id'), ann.get('image_id')) if isinstance(ann, dict)
-                else (None, None))
+            problems[cause].append((None, None))
     return problems, in_classes, with_box
 
 

@@ -167,16 +167,17 @@ class PatchCKALoss(AlignmentLoss):
         Returns:
             Tensor: Scalar loss (fp32).
         """
+        loss = self.combine(*patch_cka(
+            student_feat, teacher_feat, self.patch_size, self.centered,
+            inter=self.with_inter, eps=self.eps))
         if self._single_patch(teacher_feat):
             warn_once(
-                (id(self), 'single_patch', tuple(teacher_feat.shape[2:])),
+                (id(self), 'single_patch'),
                 f'PatchCKALoss(patch_size={self.patch_size}): a level of size '
                 f'{tuple(teacher_feat.shape[2:])} gives a single patch; its '
                 'intra term is constant (defined as 1) and trains nothing. '
                 'Use a smaller patch_size for it.')
-        return self.combine(*patch_cka(
-            student_feat, teacher_feat, self.patch_size, self.centered,
-            inter=self.with_inter, eps=self.eps))
+        return loss
 
     def extra_repr(self) -> str:
         return (f'patch_size={self.patch_size}, ' + super().extra_repr() +

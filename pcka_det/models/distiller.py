@@ -249,6 +249,11 @@ class FeatureDistiller(BaseModel):
                 raise ValueError(f'{key} must be a dict(loss=..., recorder='
                                  f'..., index=...), got {spec!r}')
             spec = copy.deepcopy(dict(spec))
+            if 'type' in spec and 'loss' not in spec:
+                raise ValueError(
+                    f'{key} is a loss config; a loss spec must be dict('
+                    f'loss=dict(type={spec["type"]!r}, ...), recorder=..., '
+                    'index=...).')
             unknown = sorted(set(spec) - set(SPEC_KEYS))
             if unknown:
                 raise ValueError(
