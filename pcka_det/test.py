@@ -51,11 +51,14 @@ def main(argv=None):
     cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint
-    check_dataloaders(cfg, ['test_dataloader'])  # before any output
+    # before any output; its warnings go to the run's log
+    found = check_dataloaders(cfg, ['test_dataloader'], log=False)
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 
     runner = RUNNERS.build(cfg)
+    for message in found:
+        runner.logger.warning(message)
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), \
             'The dump file must be a pkl file.'

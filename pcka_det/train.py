@@ -69,9 +69,12 @@ def main(argv=None):
     names = ['train_dataloader']
     if cfg.get('val_cfg'):
         names.append('val_dataloader')
-    check_dataloaders(cfg, names)  # before any output is written
+    # before any output is written; its warnings go to the run's log
+    found = check_dataloaders(cfg, names, log=False)
 
     runner = RUNNERS.build(cfg)
+    for message in found:
+        runner.logger.warning(message)
     runner.train()
 
 

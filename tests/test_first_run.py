@@ -219,14 +219,25 @@ def test_distiller_checkpoint_as_teacher(tmp_path, tiny_coco,
 
 @pytest.mark.slow
 def test_warnings_in_log_file_per_level(tmp_path, tiny_coco):
-    """Two single-patch levels the user accepted and a random teacher: each
-    warning is in the work dir's log file, once per level and cause."""
+    """Two single-patch levels the user accepted, a random teacher and a
+    training image without annotations: each warning is in the work dir's
+    log file, once per level and cause."""
+    import json
+    import shutil
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_coco, data)
+    ann = data / 'annotations' / 'instances_train.json'
+    coco = json.loads(ann.read_text())
+    first = coco['images'][0]['id']
+    coco['annotations'] = [a for a in coco['annotations']
+                           if a['image_id'] != first]
+    ann.write_text(json.dumps(coco))
     config = write_config(
         tmp_path, 'model = dict(teacher_ckpt=None, allow_random_teacher=True,'
         ' distill_losses=dict('
         'pcka_p3=dict(loss=dict(patch_size=32, allow_single_patch=True)), '
         'pcka_p4=dict(loss=dict(patch_size=32, allow_single_patch=True))))')
-    opts = toy_options(tiny_coco, 'unused', **{'train_cfg.max_epochs': 1})
+    opts = toy_options(data, 'unused', **{'train_cfg.max_epochs': 1})
     del opts['model.teacher_ckpt']
     work = tmp_path / 'work'
     out = subprocess.run(
@@ -247,3 +258,6 @@ def test_warnings_in_log_file_per_level(tmp_path, tiny_coco):
     assert sum('teacher keeps random weights' in line
                for line in log.splitlines()) == 1
     assert 'pre-flight' in log
+    unlabelled = [line for line in log.splitlines()
+                  if "have no annotation of the dataset's classes" in line]
+    assert len(unlabelled) == 1 and 'WARNING' in unlabelled[0], unlabelled

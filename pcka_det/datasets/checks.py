@@ -58,6 +58,10 @@ IMG_CAUSES = {
     'small': ('images are smaller than filter_cfg.min_size, which drops '
               'them', 'lower {key}.filter_cfg.min_size'),
 }
+# Losses that are mmdet's documented default, not a broken file: images with
+# no annotation at all (background images, 0.9 % of COCO train2017) are
+# dropped by filter_empty_gt=True. Always a warning, whatever their share.
+BENIGN = ('unlabelled', )
 
 
 def _join(root, path):
@@ -279,13 +283,13 @@ def _over_limit(problems: Dict[str, list], what: str, total: int,
     if what == 'annotations':  # one cause each
         lost = sum(map(len, problems.values()))
     else:  # an image may have several
-        lost = len({entry[0] for found in problems.values()
-                    for entry in found})
+        lost = len({entry[0] for cause, found in problems.items()
+                    if cause not in BENIGN for entry in found})
     return lost > MAX_DROPPED_FRACTION * total
 
 
 def check_coco_content(data: dict, dataset, key: str, ann_file: str,
-                       img_dir: Optional[str]) -> List[str]:
+                       img_dir: Optional[str], log: bool = True) -> List[str]:
     """Raise if CocoDataset cannot load ``data`` or would lose more than a
     few of its annotations or images; log one warning per cause for a few.
 
@@ -296,9 +300,10 @@ def check_coco_content(data: dict, dataset, key: str, ann_file: str,
         ann_file (str): Path of ``data``, for the messages.
         img_dir (str, optional): Image folder (``data_root`` joined with
             ``data_prefix.img``); None skips the file check.
+        log (bool): Log the warnings (else only return them).
 
     Returns:
-        list[str]: The warnings logged.
+        list[str]: The warnings.
     """
     head = f'{key}.ann_file: "{ann_file}":'
     if not data['images']:
@@ -323,26 +328,28 @@ def check_coco_content(data: dict, dataset, key: str, ann_file: str,
             if not found:
                 continue
             msg = f'{head} {_describe(cause, found, total, what)}'
-            if over:
+            if over and cause not in BENIGN:
                 errors.append(msg + '. Fix: ' + _fix(
                     cause, what, key, data, dataset, img_dir))
             else:
-                warnings.append(msg + '; going on without them.')
+                warnings.append(msg + '; going on without them' + (
+                    f' ({_fix(cause, what, key, data, dataset, img_dir)})'
+                    if cause in BENIGN else '') + '.')
     if errors:
         raise ValueError('\n'.join(errors) + (
             f'\n(At most {MAX_DROPPED_FRACTION:.0%} of the annotations and '
             'of the images may be lost, none may be malformed, and no image '
             'file may be missing unless LoadImageFromFile has '
             'ignore_empty=True.)'))
-    for msg in warnings:
+    for msg in warnings if log else []:
         print_log(msg, logger='current', level=logging.WARNING)
     return warnings
 
 
 def check_dataloaders(cfg: Config,
                       names: Iterable[str] = ('train_dataloader',
-                                              'val_dataloader')
-                      ) -> List[str]:
+                                              'val_dataloader'),
+                      log: bool = True) -> List[str]:
     """Check every annotation file and image folder the dataloaders use.
 
     Wrapped datasets (``RepeatDataset``, ...) are followed to the dataset
@@ -352,12 +359,13 @@ def check_dataloaders(cfg: Config,
     Args:
         cfg (Config): Full config.
         names (Iterable[str]): Dataloader keys to check.
+        log (bool): Log the warnings now. Before the runner is built the
+            current MMEngine logger writes to the console only: the tools
+            pass False and log them with the runner's logger, so that they
+            are in the run's log file.
 
     Returns:
-        list[str]: Warnings logged (a few annotations or images lost). They
-        go to the current MMEngine logger, which, before the runner is
-        built, writes to the console only: log them again in the runner's
-        logger to have them in the run's log file.
+        list[str]: Warnings (a few annotations or images lost).
     """
     warnings = []
     for name in names:
@@ -369,19 +377,20 @@ def check_dataloaders(cfg: Config,
             dataset, key = dataset.dataset, key + '.dataset'
         if 'ann_file' not in dataset:
             continue
-        warnings += check_dataset(dataset, key)
+        warnings += check_dataset(dataset, key, log)
     return warnings
 
 
-def check_dataset(dataset, key: str) -> List[str]:
+def check_dataset(dataset, key: str, log: bool = True) -> List[str]:
     """Check the files of one dataset config that has an ``ann_file``.
 
     Args:
         dataset (dict): Dataset config.
         key (str): Its config key, for the messages.
+        log (bool): Log the warnings (else only return them).
 
     Returns:
-        list[str]: Warnings logged.
+        list[str]: Warnings.
     """
     root = dataset.get('data_root')
     if root and not osp.isdir(root):
@@ -410,4 +419,4 @@ def check_dataset(dataset, key: str) -> List[str]:
                 f'"{img_dir}" does not exist.')
     if data is None:
         return []
-    return check_coco_content(data, dataset, key, ann_file, img_dir)
+    return check_coco_content(data, dataset, key, ann_file, img_dir, log)
