@@ -65,7 +65,8 @@ def toy_teacher_ckpt(tmp_path_factory):
 
 def toy_options(data_root, teacher_ckpt, **extra) -> dict:
     """``--cfg-options`` that point the toy distillation config at a tiny
-    dataset and a saved teacher, with few iterations and no validation."""
+    dataset and a saved teacher (None: a random one), with few iterations
+    and no validation."""
     root = str(data_root) + '/'
     opts = {
         'train_dataloader.dataset.data_root': root,
@@ -80,5 +81,7 @@ def toy_options(data_root, teacher_ckpt, **extra) -> dict:
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.interval': 1,
     }
+    if teacher_ckpt is None:  # a random teacher, on purpose
+        opts['model.allow_random_teacher'] = True
     opts.update(extra)
     return opts

@@ -518,7 +518,7 @@ class FeatureDistiller(BaseModel):
         recorded features: level index, connector, spatial size and channel
         checks, and the loss's own ``check_level`` (PCKA: at least two
         patches per level). Errors then surface in seconds, before the data
-        is loaded. The shapes are logged.
+        is loaded. The shapes are logged. The global RNG is not used.
 
         Args:
             image_size (tuple[int, int]): ``(H, W)`` of the padded training
@@ -529,7 +529,11 @@ class FeatureDistiller(BaseModel):
                 raise, or a level that would train nothing.
         """
         device = next(self.student.parameters()).device
-        inputs = torch.randn(1, 3, *image_size, device=device)
+        # its own generator: the global RNG, which initialises the student
+        # and drives the data pipeline after this, is left untouched
+        inputs = torch.randn(1, 3, *image_size,
+                             generator=torch.Generator().manual_seed(0))
+        inputs = inputs.to(device)
         modes = [(m, m.training) for m in (self.student, self.connectors)]
         for module, _ in modes:
             module.eval()
