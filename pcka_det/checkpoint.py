@@ -32,6 +32,10 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint from a URL holds more than weights."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that is truncated or not a checkpoint at all."""
+
+
 class CheckpointDownloadError(RuntimeError):
     """A checkpoint URL could not be fetched (no network, wrong address)."""
 
@@ -74,7 +78,7 @@ def _download(url: str) -> str:
             raise CheckpointDownloadError(
                 f'download of "{url}" failed (no network?): '
                 f'{type(e).__name__}: {e}. Download it elsewhere and put it '
-                f'at {path}, or use a local file.') from e
+                f'at {path}.') from e
     return path
 
 
@@ -92,6 +96,7 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
     Raises:
         FileNotFoundError: A local path that does not exist.
         IsADirectoryError: A local path that is a directory.
+        CorruptCheckpointError: A local file torch cannot read.
         CheckpointDownloadError: A URL that cannot be fetched.
         UnsafeCheckpointError: A remote checkpoint that holds more than
             weights.
@@ -128,7 +133,63 @@ def read_checkpoint(path: str, map_location='cpu') -> Dict:
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint "{path}" does not exist')
     # The user's own file, e.g. an MMEngine training checkpoint.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return load_local(path, map_location)
+
+
+def load_local(path: str, map_location='cpu') -> Dict:
+    """``torch.load`` a local file; a truncated or foreign file is an error
+    that names it.
+
+    Args:
+        path (str): An existing local file.
+        map_location: As for ``torch.load``.
+
+    Returns:
+        dict: The checkpoint.
+
+    Raises:
+        CorruptCheckpointError: torch could not read it (a truncated zip
+            archive, an empty file, not a PyTorch file).
+    """
+    try:
+        return torch.load(path, map_location=map_location,
+                          weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError,
+            OSError) as e:
+        size = osp.getsize(path)
+        raise CorruptCheckpointError(
+            f'Checkpoint "{path}" ({size} bytes) is truncated or corrupt: '
+            f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+            '. A job killed while writing it leaves such a file; use the '
+            'previous checkpoint.') from e
+
+
+def newest_readable(folder: str, exclude: Optional[str] = None
+                    ) -> Tuple[Optional[str], Optional[Dict]]:
+    """The newest runner checkpoint in ``folder`` that torch can read.
+
+    Candidates are ``epoch_*.pth`` and ``iter_*.pth``, newest (by
+    modification time) first.
+
+    Args:
+        folder (str): A work dir.
+        exclude (str, optional): A path not to consider (the broken one).
+
+    Returns:
+        tuple: ``(path, checkpoint)``, or ``(None, None)`` if none is
+        readable.
+    """
+    import glob
+    paths = glob.glob(osp.join(folder, 'epoch_*.pth')) + glob.glob(
+        osp.join(folder, 'iter_*.pth'))
+    paths = [p for p in paths if exclude is None or
+             osp.abspath(p) != osp.abspath(exclude)]
+    for path in sorted(paths, key=osp.getmtime, reverse=True):
+        try:
+            return path, load_local(path)
+        except CorruptCheckpointError:
+            continue
+    return None, None
 
 
 def state_dict_of(checkpoint, source: str) -> Dict[str, Tensor]:

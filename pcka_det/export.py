@@ -1,11 +1,8 @@
 """Turn a distiller checkpoint into a student checkpoint plain mmdet loads."""
-import os
-import os.path as osp
 from typing import Dict
 
-import torch
-
 from .checkpoint import read_checkpoint, student_state
+from .fileio import atomic_torch_save
 
 
 def student_checkpoint(checkpoint: Dict) -> Dict:
@@ -32,14 +29,6 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
     return dict(meta=meta, state_dict=student)
 
 
-def _save_atomic(checkpoint: Dict, dst: str) -> str:
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = f'{dst}.tmp'
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, dst)
-    return dst
-
-
 def export_student(src: str, dst: str) -> str:
     """Write the student-only checkpoint of ``src`` to ``dst`` atomically.
 
@@ -50,7 +39,7 @@ def export_student(src: str, dst: str) -> str:
     Returns:
         str: ``dst``.
     """
-    return _save_atomic(student_checkpoint(read_checkpoint(src)), dst)
+    return atomic_torch_save(student_checkpoint(read_checkpoint(src)), dst)
 
 
 def slim_checkpoint(src: str, dst: str) -> str:
@@ -67,5 +56,5 @@ def slim_checkpoint(src: str, dst: str) -> str:
         str: ``dst``.
     """
     ckpt = read_checkpoint(src)
-    return _save_atomic(
+    return atomic_torch_save(
         dict(meta=ckpt.get('meta', {}), state_dict=ckpt['state_dict']), dst)

@@ -1,16 +1,28 @@
 """MMEngine's Runner with the checks a distillation run needs."""
 import math
+import os.path as osp
 import re
 
+from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
-from .checkpoint import fit_state_dict, read_checkpoint, state_dict_of
+from .checkpoint import (CorruptCheckpointError, fit_state_dict,
+                         newest_readable, read_checkpoint, state_dict_of)
 from .datasets import training_scale
-from .hooks import ExportStudentHook
+from .hooks import AtomicCheckpointHook, ExportStudentHook
 from .models import FeatureDistiller
+
+
+def atomic_checkpoint_cfg(hook):
+    """A ``CheckpointHook`` config turned into an ``AtomicCheckpointHook``
+    one (same arguments); anything else is returned as it is."""
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook',
+                                                       CheckpointHook):
+        return {**hook, 'type': AtomicCheckpointHook}
+    return hook
 
 
 @RUNNERS.register_module()
@@ -28,6 +40,11 @@ class DistillRunner(Runner):
       (:func:`pcka_det.checkpoint.read_checkpoint`).
     * A ``FeatureDistiller`` run gets an ``ExportStudentHook`` whatever its
       ``custom_hooks`` list says.
+    * Checkpoints are written atomically and in order
+      (:class:`~pcka_det.hooks.AtomicCheckpointHook` replaces MMEngine's
+      ``CheckpointHook``, same arguments): a kill while saving never loses
+      the previous checkpoint nor leaves ``last_checkpoint`` naming a
+      broken file.
     * ``train()`` first runs the distiller's pre-flight check
       (:meth:`FeatureDistiller.preflight`) on one dummy image of the training
       scale, before the dataloaders are built: a level that is not paired,
@@ -40,6 +57,11 @@ class DistillRunner(Runner):
     """
 
     def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        default_hooks = dict(default_hooks or {})
+        default_hooks['checkpoint'] = atomic_checkpoint_cfg(
+            default_hooks.get('checkpoint', dict(type='CheckpointHook',
+                                                 interval=1)))
+        custom_hooks = [atomic_checkpoint_cfg(h) for h in custom_hooks or []]
         super().register_hooks(default_hooks, custom_hooks)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
@@ -62,6 +84,41 @@ class DistillRunner(Runner):
             model.preflight(size)
         return super().train()
 
+    def resume(self, filename: str, resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True,
+               map_location='default') -> None:
+        """MMEngine's resume, from the newest checkpoint that can be read.
+
+        ``filename`` (``--resume PATH``, or what ``last_checkpoint`` names)
+        is read first. If it is missing, truncated or corrupt, the newest
+        readable ``epoch_*.pth`` / ``iter_*.pth`` next to it is used, with a
+        warning naming both; with ``resume_fallback = False`` in the config
+        that is an error naming both instead.
+        """
+        try:
+            checkpoint = read_checkpoint(filename)
+        except (FileNotFoundError, CorruptCheckpointError) as e:
+            fallback, checkpoint = newest_readable(
+                osp.dirname(osp.abspath(filename)), exclude=filename)
+            if fallback is None:
+                raise
+            if not self.cfg.get('resume_fallback', True):
+                raise RuntimeError(
+                    f'Cannot resume from "{filename}": {e} The newest '
+                    f'readable checkpoint is "{fallback}"; resume from it '
+                    f'(--resume {fallback}) or set resume_fallback=True.'
+                ) from e
+            self.logger.warning(
+                f'Cannot resume from "{filename}" ({e}); resuming from the '
+                f'newest readable checkpoint, "{fallback}", instead.')
+            filename = fallback
+        self._preloaded = (filename, checkpoint)
+        try:
+            super().resume(filename, resume_optimizer,
+                           resume_param_scheduler, map_location)
+        finally:
+            self._preloaded = None
+
     def load_checkpoint(self,
                         filename: str,
                         map_location='cpu',
@@ -79,7 +136,11 @@ class DistillRunner(Runner):
         Returns:
             dict: The checkpoint.
         """
-        checkpoint = read_checkpoint(filename, map_location)
+        preloaded = getattr(self, '_preloaded', None)
+        if preloaded is not None and preloaded[0] == filename:
+            checkpoint = preloaded[1]  # read (and checked) by resume()
+        else:
+            checkpoint = read_checkpoint(filename, map_location)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
         state = state_dict_of(checkpoint, filename)

@@ -1,4 +1,15 @@
-"""Every COCO distillation config takes one real step at a COCO-like size.
+"""Every COCO distillation config, built as a user's run builds it, takes
+one real step at a COCO-like size.
+
+Each config is built from its own file: the student's backbone
+``init_cfg`` (``torchvision://``, ``open-mmlab://``, ``https://``) and the
+teacher's ``teacher_ckpt`` URL are real, served by the hub cache
+(``tests/hub_cache.py``: random weights under the URLs' file names in a
+private ``TORCH_HOME``), and ``model.init_weights()`` runs MMEngine's
+``Pretrained`` init as the runner does. The student's backbone must then
+hold the cached backbone weights and the teacher the cached checkpoint's.
+Without torchvision, or with an empty cache, the build fails on the
+download attempt (no network); nothing is skipped.
 
 One 640x1088 image: RetinaNet's P6 (stride 64) is then 10x17 cells, two
 16-cell patches, so no PCKA level degenerates to a single patch (whose intra
@@ -16,11 +27,14 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import ROOT, demo_batch, load_distill_cfg
+from conftest import ROOT, demo_batch
+from hub_cache import hub_cache  # noqa: F401  (session fixture)
+from mmengine.config import Config
 
 from mmdet.registry import MODELS
 from pcka_det.losses import PatchCKALoss
 from pcka_det.models import FeatureDistiller
+from pcka_det.models.builder import load_model_cfg
 from pcka_det.models.recorders import get_module
 
 # Discovered, not listed: new or renamed configs are stepped too.
@@ -44,13 +58,16 @@ def _loss_key(name: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('path', COCO_CONFIGS)
-def test_coco_config_real_step(path):
-    cfg = load_distill_cfg(path)
+def test_coco_config_real_step(path, hub_cache):  # noqa: F811
+    hub_cache.fill([path])  # files shared with other configs are kept
+    cfg = Config.fromfile(osp.join(ROOT, path))
     assert 'pcka_det' in cfg.custom_imports.imports
+    assert cfg.model.teacher_ckpt.startswith('https://')
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match='teacher_ckpt is None'):
-        model = MODELS.build(cfg.model)
+    model = MODELS.build(cfg.model)  # reads teacher_ckpt from the cache
     assert isinstance(model, FeatureDistiller)
+    model.init_weights()  # MMEngine's Pretrained init, as the runner runs it
+    _check_cached_weights(model, cfg, hub_cache)
     # the teacher is outside the trainable module tree and the checkpoints
     assert not any(k.startswith('teacher') for k in model.state_dict())
     model.train()
@@ -59,6 +76,29 @@ def test_coco_config_real_step(path):
     finally:
         model.zero_grad(set_to_none=True)
         del model
+
+
+def _check_cached_weights(model, cfg, cache):
+    """The student's backbone holds the cached pretrained backbone, the
+    teacher the cached teacher checkpoint, every tensor of them."""
+    init = load_model_cfg(cfg.model.student).backbone.init_cfg
+    assert init is not None and init.type == 'Pretrained', init
+    ckpt = cache.load(init.checkpoint)
+    state = ckpt.get('state_dict', ckpt)
+    prefix = init.get('prefix')
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state = {k[len(prefix):]: v for k, v in state.items()
+                 if k.startswith(prefix)}
+    own = model.student.backbone.state_dict()
+    assert not set(own) - set(state), sorted(set(own) - set(state))[:8]
+    for k, v in own.items():
+        assert torch.equal(v, state[k]), f'student.backbone.{k}'
+    teacher = cache.load(cfg.model.teacher_ckpt)['state_dict']
+    own = model.teacher.state_dict()
+    assert own.keys() == teacher.keys()
+    for k, v in own.items():
+        assert torch.equal(v, teacher[k].to(v.dtype)), f'teacher.{k}'
 
 
 def _check_step(model):

@@ -198,10 +198,9 @@ def run_stage_worker(args) -> None:
         coco_metrics={k: float(v) for k, v in metrics.items()},
         num_detections=counter.count,
         losses=read_loss_curves(cfg.work_dir))
-    tmp = osp.join(cfg.work_dir, 'result.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, osp.join(cfg.work_dir, 'result.json'))
+    from pcka_det.fileio import atomic_write_text
+    atomic_write_text(osp.join(cfg.work_dir, 'result.json'),
+                      json.dumps(result, indent=1))
 
 
 def read_loss_curves(work_dir: str) -> dict:
@@ -407,10 +406,9 @@ def run_stage(args, name: str, config: str, total_iters: int) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     launch_stage(args, name, out_dir, total_iters)
     result = read_result(name, result_file)
-    tmp = osp.join(out_dir, FINGERPRINT + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(fingerprint, f, indent=1)
-    os.replace(tmp, osp.join(out_dir, FINGERPRINT))
+    from pcka_det.fileio import atomic_write_text
+    atomic_write_text(osp.join(out_dir, FINGERPRINT),
+                      json.dumps(fingerprint, indent=1))
     return result
 
 

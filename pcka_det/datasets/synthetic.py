@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..fileio import atomic_write_text
+
 CLASSES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
 # Boxes are kept only if this fraction of the shape stays visible.
 MIN_VISIBLE = 0.35
@@ -188,11 +190,8 @@ def generate_split(out_dir: str, split: str, num_images: int,
         categories=[dict(id=i + 1, name=n, supercategory='shape')
                     for i, n in enumerate(CLASSES)])
     ann_file = osp.join(out_dir, 'annotations', f'instances_{split}.json')
-    tmp = ann_file + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(coco, f)
-    os.replace(tmp, ann_file)  # the json appears only when complete
-    return ann_file
+    # the json appears only when complete
+    return atomic_write_text(ann_file, json.dumps(coco))
 
 
 def generate_dataset(out_dir: str, cfg: SyntheticConfig) -> Dict[str, str]:

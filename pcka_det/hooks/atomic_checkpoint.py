@@ -1,0 +1,90 @@
+"""MMEngine's ``CheckpointHook`` with writes that a kill cannot break.
+
+MMEngine 0.10.7 deletes the oldest checkpoint first, then writes the new one
+straight to its final name, then ``last_checkpoint``: a job killed while
+saving (pre-emption, OOM killer, a full disk) can leave a truncated newest
+file, a ``last_checkpoint`` naming a file that does not exist, and with
+``max_keep_ckpts=1`` no checkpoint at all.
+"""
+import glob
+import os
+import os.path as osp
+from typing import List
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook
+
+from mmdet.registry import HOOKS
+from ..fileio import atomic_write_text, fsync_replace
+
+TMP_SUFFIX = '.tmp'
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` whose checkpoints are written atomically, in order.
+
+    Each save writes ``<name>.tmp`` in the output directory, flushes and
+    fsyncs it, renames it to ``<name>`` (``os.replace``), then rewrites
+    ``last_checkpoint`` the same way, and only then deletes checkpoints
+    beyond ``max_keep_ckpts``. At any instant the directory holds a complete
+    newest checkpoint that ``last_checkpoint`` names (or the previous one
+    and its ``last_checkpoint``). Temporaries left by a killed save are
+    removed when training starts. Arguments are ``CheckpointHook``'s;
+    ``DistillRunner`` puts this hook in place of MMEngine's for every run.
+
+    Local output directories only: for other backends (``out_dir`` on a
+    remote store) MMEngine's own behaviour is kept.
+    """
+
+    def before_train(self, runner) -> None:
+        """MMEngine's set-up, then stale temporaries are removed."""
+        super().before_train(runner)
+        self._local = self._is_local()
+        if self._local and is_main_process():
+            for stale in glob.glob(osp.join(self.out_dir, '*' + TMP_SUFFIX)):
+                os.remove(stale)
+                runner.logger.warning(
+                    f'Removed {stale}: a checkpoint write that did not '
+                    'finish (the job was killed while saving).')
+
+    def _is_local(self) -> bool:
+        return (self.file_client_args is None and '://' not in str(
+            self.out_dir) and type(self.file_backend).__name__ ==
+                'LocalBackend')
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        if not getattr(self, '_local', False):
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        dropped: List[int] = []
+        if self.max_keep_ckpts > 0 and not (
+                self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            kept = list(self.keep_ckpt_ids) + [step]
+            dropped = kept[:-self.max_keep_ckpts]
+            # the deque has maxlen max_keep_ckpts: this drops the oldest id
+            # from the bookkeeping, its file is deleted after the save
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(self.keep_ckpt_ids))
+        name = self.filename_tmpl.format(step)
+        self.last_ckpt = osp.join(self.out_dir, name)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir,
+            name + TMP_SUFFIX,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+        if not is_main_process():
+            return
+        fsync_replace(self.last_ckpt + TMP_SUFFIX, self.last_ckpt)
+        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
+                          self.last_ckpt)
+        for old in dropped:
+            path = osp.join(self.out_dir, self.filename_tmpl.format(old))
+            if osp.isfile(path):
+                os.remove(path)

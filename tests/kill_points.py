@@ -1,0 +1,92 @@
+"""Kill the training process (SIGKILL, as a pre-emption or the OOM killer
+does) at a chosen point, for the crash-safety tests.
+
+Imported before ``tools/train.py`` runs (see ``test_crash_safety.py``);
+``KILL_AT`` in the environment names the point:
+
+* ``write:<file>``: while ``torch.save`` or MMEngine's file backend
+  writes ``<file>`` (or its temporary): half of the bytes are written and
+  flushed, then the kill;
+* ``open:<file>``: when ``<file>`` (or its temporary) is opened for
+  writing, before anything is written;
+* ``...@<n>``: at the n-th such write of the file, not the first;
+* ``step:<n>``: at the start of the n-th training step.
+"""
+import builtins
+import io
+import os
+import os.path as osp
+import signal
+
+import torch
+
+POINT = os.environ.get('KILL_AT', '')
+KIND, _, TARGET = POINT.partition(':')
+TARGET, _, NTH = TARGET.partition('@')
+_seen = [0]
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _matches(path) -> bool:
+    """Whether ``path`` is the target's ``NTH`` (default 1st) write."""
+    name = osp.basename(str(path))
+    if name != TARGET and not name.startswith(TARGET + '.'):
+        return False
+    _seen[0] += 1
+    return _seen[0] == int(NTH or 1)
+
+
+if KIND == 'write':
+    _save = torch.save
+
+    def _save_then_die(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and _matches(f):
+            buf = io.BytesIO()
+            _save(obj, buf, *args, **kwargs)
+            data = buf.getvalue()
+            with open(f, 'wb') as out:
+                out.write(data[:len(data) // 2])
+                out.flush()
+                os.fsync(out.fileno())
+            _die()
+        return _save(obj, f, *args, **kwargs)
+
+    torch.save = _save_then_die
+
+    # MMEngine's checkpoints: torch.save into memory, then the file backend
+    from mmengine.fileio.backends import LocalBackend
+    _put = LocalBackend.put
+
+    def _put_then_die(self, obj, filepath):
+        if _matches(filepath):
+            with open(filepath, 'wb') as out:
+                out.write(obj[:len(obj) // 2])
+                out.flush()
+                os.fsync(out.fileno())
+            _die()
+        return _put(self, obj, filepath)
+
+    LocalBackend.put = _put_then_die
+elif KIND == 'open':
+    _open = builtins.open
+
+    def _open_then_die(file, mode='r', *args, **kwargs):
+        if 'w' in mode and _matches(file):
+            _die()
+        return _open(file, mode, *args, **kwargs)
+
+    builtins.open = _open_then_die
+elif KIND == 'step':
+    from mmengine.runner import EpochBasedTrainLoop
+
+    _run_iter = EpochBasedTrainLoop.run_iter
+
+    def _run_iter_or_die(self, idx, data_batch):
+        if self._iter + 1 == int(TARGET):
+            _die()
+        return _run_iter(self, idx, data_batch)
+
+    EpochBasedTrainLoop.run_iter = _run_iter_or_die
