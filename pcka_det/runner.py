@@ -25,6 +25,32 @@ def atomic_checkpoint_cfg(hook):
     return hook
 
 
+def check_pretrained_sources(model) -> None:
+    """Fail now, not after the data is loaded, when a ``Pretrained`` init of
+    ``model`` needs torchvision (``torchvision://`` URLs) and it is missing.
+
+    Args:
+        model (nn.Module): A detector, before ``init_weights``.
+    """
+    for name, module in model.named_modules():
+        inits = getattr(module, 'init_cfg', None) or []
+        for init in inits if isinstance(inits, list) else [inits]:
+            source = str(init.get('checkpoint', '')) if isinstance(
+                init, dict) else ''
+            if not source.startswith('torchvision://'):
+                continue
+            try:
+                import torchvision  # noqa: F401
+            except ImportError as e:
+                raise ModuleNotFoundError(
+                    f'{name or "the model"} initialises from "{source}", '
+                    'which MMEngine reads through torchvision, and '
+                    f'torchvision cannot be imported ({e}). Install the '
+                    'torchvision built for your torch (make install does), '
+                    'or set the backbone\'s init_cfg to a local file.'
+                ) from e
+
+
 @RUNNERS.register_module()
 class DistillRunner(Runner):
     """``Runner`` that loads checkpoints strictly enough to never fail
@@ -74,6 +100,7 @@ class DistillRunner(Runner):
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
         if isinstance(model, FeatureDistiller):
+            check_pretrained_sources(model.student)
             (h, w), source = training_scale(self.cfg)
             divisor = getattr(model.data_preprocessor, 'pad_size_divisor',
                               1) or 1

@@ -261,3 +261,18 @@ def test_warnings_in_log_file_per_level(tmp_path, tiny_coco):
     unlabelled = [line for line in log.splitlines()
                   if "have no annotation of the dataset's classes" in line]
     assert len(unlabelled) == 1 and 'WARNING' in unlabelled[0], unlabelled
+
+
+def test_missing_torchvision_named_before_data(monkeypatch):
+    """A student whose backbone inits from ``torchvision://`` (every COCO
+    student) needs torchvision: named before the data is loaded, not by
+    MMEngine's raw ModuleNotFoundError after it."""
+    from pcka_det.models import build_detector
+    from pcka_det.runner import check_pretrained_sources
+    student = build_detector(
+        dict(cfg_path='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py'))
+    check_pretrained_sources(student)  # torchvision is installed
+    monkeypatch.setitem(sys.modules, 'torchvision', None)
+    with pytest.raises(ModuleNotFoundError,
+                       match='torchvision://resnet50.*torchvision built'):
+        check_pretrained_sources(student)
