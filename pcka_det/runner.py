@@ -5,15 +5,19 @@ import re
 
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import load_state_dict
 
 from .checkpoint import (CorruptCheckpointError, fit_state_dict,
                          newest_readable, read_checkpoint, state_dict_of)
 from .datasets import training_scale
-from .hooks import AtomicCheckpointHook, ExportStudentHook
+from .hooks import (AtomicCheckpointHook, ExportStudentHook,
+                    NonFiniteGuardHook)
 from .models import FeatureDistiller
+from .optim import GuardedOptimWrapper
+from .train_loop import ExactResumeEpochBasedTrainLoop
 
 
 def atomic_checkpoint_cfg(hook):
@@ -71,6 +75,14 @@ class DistillRunner(Runner):
       ``CheckpointHook``, same arguments): a kill while saving never loses
       the previous checkpoint nor leaves ``last_checkpoint`` naming a
       broken file.
+    * A plain ``OptimWrapper`` becomes a
+      :class:`~pcka_det.optim.GuardedOptimWrapper` (a non-finite gradient
+      skips the step) and :class:`~pcka_det.hooks.NonFiniteGuardHook` logs
+      the skips and stops a run whose skips go on.
+    * ``EpochBasedTrainLoop`` becomes
+      :class:`~pcka_det.train_loop.ExactResumeEpochBasedTrainLoop`: a run
+      resumed from an epoch or iteration checkpoint continues where it
+      stopped, with the saved random states.
     * ``train()`` first runs the distiller's pre-flight check
       (:meth:`FeatureDistiller.preflight`) on one dummy image of the training
       scale, before the dataloaders are built: a level that is not paired,
@@ -94,6 +106,29 @@ class DistillRunner(Runner):
         if isinstance(model, FeatureDistiller) and not any(
                 isinstance(h, ExportStudentHook) for h in self.hooks):
             self.register_hook(ExportStudentHook(), priority='VERY_LOW')
+        if not any(isinstance(h, NonFiniteGuardHook) for h in self.hooks):
+            self.register_hook(NonFiniteGuardHook())
+
+    def build_train_loop(self, loop):
+        """MMEngine's, with ``ExactResumeEpochBasedTrainLoop`` in place of
+        ``EpochBasedTrainLoop`` (same arguments)."""
+        if isinstance(loop, dict) and (
+                loop.get('type') in ('EpochBasedTrainLoop',
+                                     EpochBasedTrainLoop)
+                or ('type' not in loop and loop.get('by_epoch'))):
+            loop = {k: v for k, v in loop.items() if k != 'by_epoch'}
+            loop['type'] = ExactResumeEpochBasedTrainLoop
+        return super().build_train_loop(loop)
+
+    def build_optim_wrapper(self, optim_wrapper):
+        """MMEngine's, with ``GuardedOptimWrapper`` in place of a plain
+        ``OptimWrapper`` (same arguments): a non-finite gradient never
+        reaches the weights."""
+        if isinstance(optim_wrapper, dict) and optim_wrapper.get(
+                'type', 'OptimWrapper') in ('OptimWrapper', OptimWrapper) \
+                and 'constructor' not in optim_wrapper:
+            optim_wrapper = {**optim_wrapper, 'type': GuardedOptimWrapper}
+        return super().build_optim_wrapper(optim_wrapper)
 
     def train(self):
         """Pre-flight check of a distiller, then MMEngine's training."""
@@ -145,6 +180,22 @@ class DistillRunner(Runner):
                            resume_param_scheduler, map_location)
         finally:
             self._preloaded = None
+        if isinstance(self._train_loop, ExactResumeEpochBasedTrainLoop):
+            self._train_loop.pending_rng_state = checkpoint.get('rng_state')
+            loader = self.cfg.get('train_dataloader') or {}
+            if checkpoint.get('rng_state') is None:
+                self.logger.warning(
+                    f'{filename} holds no random states (written by another '
+                    'tool?): random augmentation after the resume differs '
+                    'from an uninterrupted run.')
+            elif loader.get('persistent_workers') and \
+                    loader.get('num_workers', 0) > 0:
+                self.logger.warning(
+                    'Resuming with persistent_workers=True: the data '
+                    'workers\' random streams cannot be restored, so random '
+                    'augmentation after the resume differs from an '
+                    'uninterrupted run (set persistent_workers=False for a '
+                    'bit-exact resume).')
 
     def load_checkpoint(self,
                         filename: str,

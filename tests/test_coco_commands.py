@@ -188,39 +188,28 @@ def test_train_retina(retina_train, hub_cache):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_test_retina_distiller_and_plain_configs(
+def test_plain_mmdet_tests_the_exported_student(
         retina_train, hub_cache, coco_root):  # noqa: F811
-    """tools/test.py with student_last.pth, under the distillation config
-    and under mmdet's own student config: COCO metrics from both, and the
-    same predictions (boxes, scores, labels) from both."""
+    """``tools/test.py`` with ``student_last.pth`` under mmdet's own student
+    config (what a user ships): COCO metrics, boxes predicted. (The
+    distiller config with a student checkpoint is covered on the toy pair,
+    ``test_checkpoint_loading.py``.)"""
     import mmengine
-    import numpy as np
     work, out, _ = retina_train
     assert out.returncode == 0, out.stdout[-8000:]
-    ckpt = str(work / 'student_last.pth')
-    preds = {}
-    for config, score_key in (
-            (RETINA, RETINA_SCORE_THR),
-            (RETINA_STUDENT, 'model.test_cfg.score_thr')):
-        test_work = work.parent / f'test_{len(preds)}'
-        pkl = test_work / 'preds.pkl'
-        res = run_tool([sys.executable, 'tools/test.py', config, ckpt,
-                        '--work-dir', str(test_work), '--out', str(pkl)] +
-                       data_options(coco_root, score_key),
-                       hub_cache.env())
-        assert res.returncode == 0, res.stdout[-8000:]
-        assert 'coco/bbox_mAP' in res.stdout, res.stdout[-4000:]
-        assert 'Downloading' not in res.stdout
-        preds[config] = mmengine.load(str(pkl))
-    a, b = preds[RETINA], preds[RETINA_STUDENT]
-    assert len(a) == len(b) == 2
-    for x, y in zip(a, b):
-        assert x['img_id'] == y['img_id']
-        assert len(x['pred_instances']['scores']) > 0  # score_thr=0
-        for key in ('bboxes', 'scores', 'labels'):
-            np.testing.assert_array_equal(
-                np.asarray(x['pred_instances'][key]),
-                np.asarray(y['pred_instances'][key]), err_msg=key)
+    test_work = work.parent / 'test_plain'
+    pkl = test_work / 'preds.pkl'
+    res = run_tool([sys.executable, 'tools/test.py', RETINA_STUDENT,
+                    str(work / 'student_last.pth'), '--work-dir',
+                    str(test_work), '--out', str(pkl)] +
+                   data_options(coco_root, 'model.test_cfg.score_thr'),
+                   hub_cache.env())
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert 'coco/bbox_mAP' in res.stdout, res.stdout[-4000:]
+    assert 'Downloading' not in res.stdout
+    preds = mmengine.load(str(pkl))
+    assert len(preds) == 2
+    assert all(len(p['pred_instances']['scores']) > 0 for p in preds)
 
 
 @pytest.mark.slow
@@ -245,18 +234,16 @@ def _free_port():
 def test_dist_train_retina_two_processes(hub_cache, coco_root,
                                          tmp_path):  # noqa: F811
     """``bash tools/dist_train.sh configs/pcka/retina_r101_r50.py 2`` (gloo
-    on the CPU): 2 images over 2 ranks is one iteration an epoch, so two
-    epochs with one validation at the end."""
+    on the CPU): 2 images over 2 ranks, one iteration, then validation."""
     files = hub_cache.fill([RETINA])
     work = tmp_path / 'work'
     env = hub_cache.env(PYTHON=sys.executable, PORT=str(_free_port()),
                         OMP_NUM_THREADS='1')
     out = run_tool(['bash', 'tools/dist_train.sh', RETINA, '2',
                     '--work-dir', str(work)] +
-                   data_options(coco_root, **{'train_cfg.max_epochs': 2,
-                                              'train_cfg.val_interval': 2}),
+                   data_options(coco_root),
                    env)
     check_run(out, work, hub_cache, files)
     # one log, by rank 0
     assert len(glob.glob(str(work / '*' / '*.log'))) == 1
-    assert 'Epoch(train) [2][1/1]' in out.stdout, out.stdout[-4000:]
+    assert 'Epoch(train) [1][1/1]' in out.stdout, out.stdout[-4000:]

@@ -1,12 +1,13 @@
 """A job killed at any point loses at most the steps since its last
 checkpoint, and ``--resume`` ends with the uninterrupted run's student.
 
-Each kill is a real SIGKILL of ``tools/train.py`` (``kill_points.py``), at a
+Each kill is a real SIGKILL of ``tools/train.py`` (``faults.py``), at a
 point where MMEngine's own ``CheckpointHook`` loses data: while a
 checkpoint is written with ``max_keep_ckpts=1`` (MMEngine deleted the only
 other checkpoint first), between a checkpoint and ``last_checkpoint``,
-during the student export, and mid-step. The pipeline is deterministic
-(RandomFlip off), so "the same student" means bit for bit.
+during the student export, and mid-step, with epoch and with iteration
+checkpoints. RandomFlip stays on: the checkpoints hold the random states,
+and "the same student" means bit for bit.
 """
 import os
 import os.path as osp
@@ -27,7 +28,6 @@ TESTS = osp.dirname(osp.abspath(__file__))
 def _options(tiny_coco, teacher, **extra):
     return toy_options(tiny_coco, teacher, **{
         'train_cfg.max_epochs': 2,
-        'train_dataloader.dataset.pipeline.3.prob': 0.0,
         'randomness.seed': 0,
         'default_hooks.checkpoint.max_keep_ckpts': 1,
         **extra
@@ -40,7 +40,7 @@ def _train(work_dir, opts, *extra, kill_at=None):
             str(work_dir), *extra, '--cfg-options',
             *[f'{k}={v}' for k, v in opts.items()]]
     code = ('import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); '
-            'import kill_points; sys.argv = sys.argv[1:]; '
+            'import faults; sys.argv = sys.argv[1:]; '
             'runpy.run_path(sys.argv[0], run_name="__main__")')
     env = dict(os.environ, KILL_AT=kill_at or '')
     return subprocess.run([sys.executable, '-c', code, TESTS, *argv],
@@ -65,33 +65,61 @@ def _assert_same_student(work_dir, reference):
 def reference(tmp_path_factory, tiny_coco, toy_teacher_ckpt):
     """The uninterrupted run."""
     work = tmp_path_factory.mktemp('straight')
-    out = _train(work, _options(tiny_coco, toy_teacher_ckpt))
+    out = _train(work, _options(
+        tiny_coco, toy_teacher_ckpt,
+        **{'default_hooks.checkpoint.max_keep_ckpts': 2}))
     assert out.returncode == 0, out.stderr[-3000:]
     return work
 
 
+# 8 images, batch 2, 2 epochs: 8 iterations (4 an epoch). Iteration
+# checkpoints every 3 iterations: iter_3 (inside epoch 1), iter_6, iter_8.
+ITER_CKPT = {'default_hooks.checkpoint.by_epoch': False,
+             'default_hooks.checkpoint.interval': 3}
+
+
+def _trained(log):
+    """``(epoch, iteration in epoch)`` of every logged training step."""
+    import re
+    return [tuple(map(int, m)) for m in
+            re.findall(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/\d+\]', log)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('kill_at', [
-    'write:epoch_2.pth',     # during the checkpoint write (keep 1)
-    'open:last_checkpoint@2',  # between checkpoint 2 and last_checkpoint
-    'write:student_last.pth',  # during the student export
-    'step:7',                # mid-epoch 2
-])
-def test_kill_then_resume_gives_the_same_student(tmp_path, tiny_coco,
+@pytest.mark.parametrize('extra, kills, steps', [
+    # killed while epoch_2.pth is written (MMEngine had deleted epoch_1.pth,
+    # the only other one, first), then while student_last.pth is written
+    ({}, ['write:epoch_2.pth', 'write:student_last.pth'],
+     [[(2, i) for i in range(1, 5)], []]),
+    # killed at the start of step 6 (last checkpoint iter_3, inside epoch
+    # 1), then between iter_8.pth and the last_checkpoint that names it
+    (ITER_CKPT, ['step:6', 'open:last_checkpoint@2'],
+     [[(1, 4), (2, 1), (2, 2), (2, 3), (2, 4)], [(2, 3), (2, 4)]]),
+], ids=['epoch_ckpts', 'iter_ckpts'])
+def test_kills_then_resume_give_the_same_student(tmp_path, tiny_coco,
                                                  toy_teacher_ckpt,
-                                                 reference, kill_at):
-    opts = _options(tiny_coco, toy_teacher_ckpt)
+                                                 reference, extra, kills,
+                                                 steps):
+    """Each kill is followed by ``--resume``; the resumed runs train only
+    the steps the checkpoint does not cover (none replayed) and the last
+    one ends with the uninterrupted run's student, bit for bit."""
+    opts = _options(tiny_coco, toy_teacher_ckpt, **extra)
     work = tmp_path / 'work'
-    killed = _train(work, opts, kill_at=kill_at)
+    killed = _train(work, opts, kill_at=kills[0])
     assert killed.returncode == -9, killed.stderr[-2000:]
-    # a complete checkpoint survived, and last_checkpoint names one
-    with open(work / 'last_checkpoint') as f:
-        named = f.read().strip()
-    read_checkpoint(named)
-    resumed = _train(work, opts, '--resume')
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for i, kill_at in enumerate(kills[1:] + [None]):
+        # a complete checkpoint survived, and last_checkpoint names it
+        with open(work / 'last_checkpoint') as f:
+            read_checkpoint(f.read().strip())
+        resumed = _train(work, opts, '--resume', kill_at=kill_at)
+        assert resumed.returncode == (-9 if kill_at else 0), \
+            resumed.stderr[-3000:]
+        log = resumed.stdout + resumed.stderr
+        assert _trained(log) == steps[i], _trained(log)
     assert not list(work.glob('*.tmp'))
-    assert sorted(p.name for p in work.glob('epoch_*.pth')) == ['epoch_2.pth']
+    final = 'iter_8.pth' if extra else 'epoch_2.pth'
+    kept = [*work.glob('epoch_*.pth'), *work.glob('iter_*.pth')]
+    assert [p.name for p in kept] == [final]
     _assert_same_student(work, reference)
 
 
@@ -102,13 +130,15 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, tiny_coco,
     short): --resume names it and resumes from the newest readable one, or,
     with resume_fallback=False, stops naming both."""
     work = tmp_path / 'work'
-    opts = _options(tiny_coco, toy_teacher_ckpt,
-                    **{'default_hooks.checkpoint.max_keep_ckpts': 2})
-    killed = _train(work, opts, kill_at='write:student_last.pth')
-    assert killed.returncode == -9
+    shutil.copytree(reference, work)
+    os.remove(work / 'student_last.pth')
     newest = work / 'epoch_2.pth'
+    with open(work / 'last_checkpoint', 'w') as f:
+        f.write(str(newest))
     data = newest.read_bytes()
     newest.write_bytes(data[:len(data) // 3])
+    opts = _options(tiny_coco, toy_teacher_ckpt,
+                    **{'default_hooks.checkpoint.max_keep_ckpts': 2})
 
     strict = _train(work, {**opts, 'resume_fallback': False}, '--resume')
     assert strict.returncode != 0
@@ -120,6 +150,7 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, tiny_coco,
     log = resumed.stdout + resumed.stderr
     assert f'Cannot resume from "{newest}"' in log
     assert 'epoch_1.pth' in log
+    assert _trained(log) == [(2, i) for i in range(1, 5)]
     _assert_same_student(work, reference)
 
 
@@ -137,3 +168,80 @@ def test_every_reader_names_a_broken_file(tmp_path, reference, cut):
             read(str(path))
         assert str(path) in str(e.value)
     assert not (tmp_path / 'out.pth').exists()
+
+
+def _finite(state):
+    return all(torch.isfinite(v).all() for v in state.values()
+               if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_inf_batch_is_skipped_and_logged(tmp_path, tiny_coco,
+                                         toy_teacher_ckpt):
+    """One batch of inf (step 3 of 8): that step is skipped and logged, the
+    run goes on, and no saved weight is NaN. Before, every weight became
+    NaN from that step on and the run still exited 0."""
+    work = tmp_path / 'work'
+    out = _train(work, _options(tiny_coco, toy_teacher_ckpt),
+                 kill_at='inf:3')
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert 'Iteration 3: the gradient is not finite' in log
+    assert 'Skipped so far: 1.' in log and 'Skipped so far: 2' not in log
+    for name in ('epoch_2.pth', 'student_last.pth'):
+        assert _finite(_student(work / name)), name
+
+
+@pytest.mark.slow
+def test_inf_every_batch_stops_the_run(tmp_path, tiny_coco,
+                                       toy_teacher_ckpt):
+    work = tmp_path / 'work'
+    out = _train(work, _options(tiny_coco, toy_teacher_ckpt),
+                 kill_at='inf:all')
+    assert out.returncode != 0
+    assert '4 optimizer steps skipped for non-finite gradients' in out.stderr
+    assert 'The first bad batch was iteration 1, images [' in out.stderr
+    assert not list(work.glob('*.pth'))  # nothing NaN was saved
+
+
+def test_nan_teacher_weight_refused(tmp_path, toy_teacher_ckpt):
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    ckpt = torch.load(toy_teacher_ckpt, weights_only=False)
+    ckpt['state_dict']['neck.fpn_convs.0.conv.bias'][3] = float('nan')
+    path = tmp_path / 'nan_teacher.pth'
+    torch.save(ckpt, path)
+    cfg = Config.fromfile(TOY_DISTILL)
+    cfg.model.teacher_ckpt = str(path)
+    with pytest.raises(RuntimeError, match=r'NaN/Inf in 1 tensors.*'
+                       r'neck\.fpn_convs\.0\.conv\.bias'):
+        MODELS.build(cfg.model)
+
+
+def test_level_nan_for_many_steps_is_an_error(monkeypatch):
+    """A level whose loss is NaN every step (skipped by nonfinite='skip')
+    stops the run once its streak reaches max_level_streak, naming it."""
+    from conftest import demo_batch, load_distill_cfg
+
+    from mmdet.registry import MODELS
+    from pcka_det.hooks import NonFiniteGuardHook
+    model = MODELS.build(load_distill_cfg(TOY_DISTILL).model).train()
+    p4 = model.distill_losses['pcka_p4']
+    monkeypatch.setattr(p4, 'forward', lambda s, t: s.sum() * float('nan'))
+    data = model.data_preprocessor(demo_batch(num_classes=6), True)
+
+    class Runner:
+        optim_wrapper = object()
+        iter = 0
+
+    Runner.model = model
+    hook = NonFiniteGuardHook(max_level_streak=3)
+    for step in range(3):
+        model(**data, mode='loss')
+        if step < 2:
+            hook.after_train_iter(Runner, step)
+    assert model.nonfinite_streaks() == dict(
+        pcka_p3=0, pcka_p4=3, pcka_p5=0, pcka_p6=0)
+    with pytest.raises(FloatingPointError,
+                       match='"pcka_p4" has been NaN/Inf for 3 steps'):
+        hook.after_train_iter(Runner, 2)

@@ -16,6 +16,7 @@ from mmengine.hooks import CheckpointHook
 
 from mmdet.registry import HOOKS
 from ..fileio import atomic_write_text, fsync_replace
+from ..train_loop import rng_state
 
 TMP_SUFFIX = '.tmp'
 
@@ -47,6 +48,11 @@ class AtomicCheckpointHook(CheckpointHook):
                 runner.logger.warning(
                     f'Removed {stale}: a checkpoint write that did not '
                     'finish (the job was killed while saving).')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the random states, for an exact resume (see
+        :class:`~pcka_det.train_loop.ExactResumeEpochBasedTrainLoop`)."""
+        checkpoint['rng_state'] = rng_state()
 
     def _is_local(self) -> bool:
         return (self.file_client_args is None and '://' not in str(

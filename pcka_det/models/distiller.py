@@ -65,6 +65,15 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
             'detector\'s own checkpoint; to use a distilled student as a '
             'teacher, export it first (tools/export_student.py).')
     _, problem = mismatch(teacher, state)
+    if not problem:
+        broken = sorted(k for k, v in state.items()
+                        if v.is_floating_point() and not torch.isfinite(v).all())
+        if broken:
+            raise RuntimeError(
+                f'teacher_ckpt "{path}" holds NaN/Inf in {len(broken)} '
+                f'tensors ({broken[:5]}): the distillation losses of the '
+                'levels they feed would be NaN every step. Use a healthy '
+                'checkpoint of the teacher.')
     if problem:
         raise RuntimeError(
             f'teacher_ckpt "{path}" does not match the teacher architecture: '
@@ -203,6 +212,7 @@ class FeatureDistiller(BaseModel):
         self.inherit = tuple(inherit or ())
         self.log_alignment_interval = log_alignment_interval
         self._steps = 0
+        self._nonfinite_streak: Optional[Tensor] = None
         # Set (and then logged) by DistillLossScheduleHook; None means 1.
         # 0 skips the teacher and the losses.
         self.distill_scale: Optional[float] = None
@@ -430,10 +440,25 @@ class FeatureDistiller(BaseModel):
         if self.distill_scale is not None:
             losses['distill_scale'] = inputs.new_tensor(scale)
         if nonfinite and self.nonfinite == 'skip':
+            bad = torch.stack(nonfinite)
             # Logged (not summed: no "loss" in the name), so a skipped
             # loss shows in the training log without a host-device sync here.
-            losses['distill_nonfinite'] = torch.stack(nonfinite).sum()
+            losses['distill_nonfinite'] = bad.sum()
+            streak = self._nonfinite_streak
+            if streak is None or streak.shape != bad.shape or \
+                    streak.device != bad.device:
+                streak = torch.zeros_like(bad)
+            # steps in a row each level was non-finite (on the device)
+            self._nonfinite_streak = (streak + 1) * bad
         return losses
+
+    def nonfinite_streaks(self) -> Dict[str, int]:
+        """For each distillation loss, the number of steps in a row up to
+        the last one in which it was NaN/Inf and skipped (synchronises)."""
+        if self._nonfinite_streak is None:
+            return {}
+        return dict(zip(self.loss_mappings,
+                        map(int, self._nonfinite_streak.tolist())))
 
     def paired_features(self, name: str, s_feat: Tensor,
                         t_feat: Tensor) -> Tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
-"""Kill the training process (SIGKILL, as a pre-emption or the OOM killer
-does) at a chosen point, for the crash-safety tests.
+"""Faults injected into a real ``tools/train.py`` run, for the crash-safety
+tests: a kill (SIGKILL, as a pre-emption or the OOM killer does) at a
+chosen point, or a batch of inf.
 
 Imported before ``tools/train.py`` runs (see ``test_crash_safety.py``);
 ``KILL_AT`` in the environment names the point:
@@ -10,7 +11,10 @@ Imported before ``tools/train.py`` runs (see ``test_crash_safety.py``);
 * ``open:<file>``: when ``<file>`` (or its temporary) is opened for
   writing, before anything is written;
 * ``...@<n>``: at the n-th such write of the file, not the first;
-* ``step:<n>``: at the start of the n-th training step.
+* ``step:<n>``: at the start of the n-th training step;
+* ``inf:<n>,<m>,...``: not a kill: the first image of the batch of the
+  n-th, m-th... training step is multiplied by inf (``inf:all``: every
+  step).
 """
 import builtins
 import io
@@ -90,3 +94,18 @@ elif KIND == 'step':
         return _run_iter(self, idx, data_batch)
 
     EpochBasedTrainLoop.run_iter = _run_iter_or_die
+elif KIND == 'inf':
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+
+    _forward = DetDataPreprocessor.forward
+    _steps = [0]
+
+    def _forward_with_inf(self, data, training=False):
+        out = _forward(self, data, training)
+        if training:
+            _steps[0] += 1
+            if TARGET == 'all' or str(_steps[0]) in TARGET.split(','):
+                out['inputs'][0] = out['inputs'][0] * float('inf')
+        return out
+
+    DetDataPreprocessor.forward = _forward_with_inf

@@ -1,0 +1,96 @@
+"""Stop a run whose optimizer steps keep being skipped."""
+import logging
+from typing import List, Optional
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from mmdet.registry import HOOKS
+
+
+def batch_ids(data_batch) -> List:
+    """Image ids (or paths) of a training batch, for messages."""
+    samples = (data_batch or {}).get('data_samples') or [] \
+        if isinstance(data_batch, dict) else []
+    ids = []
+    for sample in samples:
+        meta = getattr(sample, 'metainfo', {}) or {}
+        ids.append(meta.get('img_id', meta.get('img_path')))
+    return ids
+
+
+@HOOKS.register_module()
+class NonFiniteGuardHook(Hook):
+    """Log every step :class:`~pcka_det.optim.GuardedOptimWrapper` skipped
+    (non-finite gradients) and stop the run when they go on.
+
+    Also stops when one distillation level has been non-finite (and hence
+    skipped by ``FeatureDistiller``'s ``nonfinite='skip'``) for
+    ``max_level_streak`` steps in a row: a level that never trains is a
+    broken run (e.g. a teacher feature that overflows), not a bad batch.
+
+    ``DistillRunner`` adds it to every run that has none.
+
+    Args:
+        max_consecutive (int): Most skipped steps in a row.
+        max_total (int): Most skipped steps in the whole run.
+        max_level_streak (int): Most non-finite steps in a row of one
+            distillation level.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, max_consecutive: int = 3, max_total: int = 20,
+                 max_level_streak: int = 20) -> None:
+        self.max_consecutive = max_consecutive
+        self.max_total = max_total
+        self.max_level_streak = max_level_streak
+        self.consecutive = 0
+        self.total = 0
+        self.first_bad: Optional[tuple] = None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        wrapper = runner.optim_wrapper
+        if getattr(wrapper, 'last_skipped', False):
+            self.consecutive += 1
+            self.total += 1
+            ids = batch_ids(data_batch)
+            if self.first_bad is None:
+                self.first_bad = (runner.iter + 1, ids)
+            print_log(
+                f'Iteration {runner.iter + 1}: the gradient is not finite '
+                f'(loss {_value(outputs, "loss")}); the optimizer step is '
+                f'skipped (images {ids}). Skipped so far: {self.total}.',
+                logger='current', level=logging.WARNING)
+            if self.consecutive > self.max_consecutive or \
+                    self.total > self.max_total:
+                it, first = self.first_bad
+                raise FloatingPointError(
+                    f'{self.total} optimizer steps skipped for non-finite '
+                    f'gradients ({self.consecutive} in a row; limits '
+                    f'{self.max_consecutive} in a row, {self.max_total} in '
+                    f'all). The first bad batch was iteration {it}, images '
+                    f'{first}. Check those images and the learning rate; '
+                    'the last checkpoint holds finite weights.')
+        else:
+            self.consecutive = 0
+        model = runner.model.module if hasattr(runner.model, 'module') \
+            else runner.model
+        streaks = getattr(model, 'nonfinite_streaks', None)
+        if streaks:
+            name, streak = max(streaks().items(), key=lambda kv: kv[1])
+            if streak >= self.max_level_streak:
+                raise FloatingPointError(
+                    f'Distillation loss "{name}" has been NaN/Inf for '
+                    f'{streak} steps in a row, so that level trains '
+                    'nothing. Check the teacher (its checkpoint, '
+                    'teacher_dtype) and this level\'s features.')
+
+
+def _value(outputs, key):
+    value = (outputs or {}).get(key)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value

@@ -1,0 +1,3 @@
+from .guarded_optim_wrapper import GuardedOptimWrapper
+
+__all__ = ['GuardedOptimWrapper']

@@ -1,0 +1,80 @@
+"""An epoch-based training loop that resumes where the checkpoint was taken.
+
+MMEngine's ``EpochBasedTrainLoop`` resumed from an iteration checkpoint
+(``CheckpointHook(by_epoch=False)``) replays the whole interrupted epoch,
+runs past ``max_iters`` and ends on another model; and no loop restores the
+random number generators, so random augmentation differs after a resume.
+"""
+import random
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from mmengine.runner import EpochBasedTrainLoop
+
+from mmdet.registry import LOOPS
+
+
+def rng_state() -> Dict:
+    """The global random states the data pipeline and the model draw from:
+    Python's, NumPy's, torch's (CPU and every CUDA device)."""
+    state = dict(python=random.getstate(), numpy=np.random.get_state(),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@LOOPS.register_module()
+class ExactResumeEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """``EpochBasedTrainLoop`` that continues a resumed run exactly.
+
+    * From a checkpoint taken inside an epoch, the batches that epoch
+      already trained are drawn (so the sampler, the workers and the
+      pipeline advance as they did) but not trained again; the run ends
+      at ``max_epochs`` with the same number of iterations as an
+      uninterrupted one.
+    * The random states saved in the checkpoint (``rng_state``, written by
+      :class:`~pcka_det.hooks.AtomicCheckpointHook`) are restored where the
+      interrupted run stood when it saved: after the skipped batches, or
+      before the next epoch's first batch.
+
+    With ``num_workers=0`` or non-persistent workers (each epoch's workers
+    are seeded alike by MMEngine) a resumed run is then bit-identical to an
+    uninterrupted one. Persistent workers keep their random streams across
+    epochs, which a new process cannot restore: ``DistillRunner`` says so
+    when it resumes such a run. ``DistillRunner`` uses this loop in place of
+    ``EpochBasedTrainLoop`` (same arguments).
+    """
+
+    pending_rng_state: Optional[Dict] = None
+
+    def run_epoch(self) -> None:
+        """Train one epoch, skipping what a resumed checkpoint covers."""
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        done = self._iter - self._epoch * len(self.dataloader)
+        if done <= 0:
+            self._restore_rng()
+        for idx, data_batch in enumerate(self.dataloader):
+            if idx < done:  # trained before the interruption
+                if idx == done - 1:
+                    self._restore_rng()
+                continue
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+    def _restore_rng(self) -> None:
+        if self.pending_rng_state is not None:
+            set_rng_state(self.pending_rng_state)
+            self.pending_rng_state = None
