@@ -12,6 +12,8 @@ Imported before ``tools/train.py`` runs (see ``test_crash_safety.py``);
   writing, before anything is written;
 * ``...@<n>``: at the n-th such write of the file, not the first;
 * ``step:<n>``: at the start of the n-th training step;
+* ``KILL_RANK=<r>`` (another variable) kills only that rank of a
+  multi-process run;
 * ``inf:<n>,<m>,...``: not a kill: the first image of the batch of the
   n-th, m-th... training step is multiplied by inf (``inf:all``: every
   step).
@@ -31,6 +33,10 @@ _seen = [0]
 
 
 def _die():
+    """SIGKILL this process (only rank ``KILL_RANK`` when that is set)."""
+    rank = os.environ.get('KILL_RANK')
+    if rank and rank != os.environ.get('LOCAL_RANK', '0'):
+        return
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -43,8 +43,31 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_dist_train_two_cpu_processes(tmp_path, tiny_coco, toy_teacher_ckpt):
+def _dist_train(tmp_path, cfg, work, opts, *extra, **env):
+    """``tools/dist_train.sh CFG 2`` (gloo), ``tests/`` and ``tmp_path`` on
+    the import path (the configs import test modules)."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
+               OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{tmp_path}:{osp.join(ROOT, "tests")}:'
+               f'{os.environ.get("PYTHONPATH", "")}', **env)
+    return subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg), '2',
+         '--work-dir', str(work), *extra, '--cfg-options'] +
+        [f'{k}={v}' for k, v in opts.items()],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _options(tiny_coco, toy_teacher_ckpt):
+    # 8 images over 2 ranks, batch 2: 2 steps an epoch, 4 in all
+    return toy_options(tiny_coco, toy_teacher_ckpt, **{
+        'train_cfg.max_epochs': 2, 'randomness.seed': 0})
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, tiny_coco, toy_teacher_ckpt):
+    """One uninterrupted 2-process run (2 epochs), each rank dumping its
+    student parameters and how it was wrapped."""
+    tmp_path = tmp_path_factory.mktemp('dist')
     (tmp_path / 'rank_dump.py').write_text(DUMP_HOOK)
     cfg = tmp_path / 'dist_toy.py'
     cfg.write_text(textwrap.dedent(f"""
@@ -55,15 +78,14 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_coco, toy_teacher_ckpt):
                         dict(type='RankDumpHook', out_dir='{tmp_path}')]
         """))
     work = tmp_path / 'work'
-    opts = toy_options(tiny_coco, toy_teacher_ckpt)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
-               PYTHONPATH=f'{tmp_path}:{os.environ.get("PYTHONPATH", "")}',
-               OMP_NUM_THREADS='1')
-    out = subprocess.run(
-        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg), '2',
-         '--work-dir', str(work), '--cfg-options'] +
-        [f'{k}={v}' for k, v in opts.items()],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = _dist_train(tmp_path, cfg, work,
+                      _options(tiny_coco, toy_teacher_ckpt))
+    return tmp_path, work, out
+
+
+@pytest.mark.slow
+def test_dist_train_two_cpu_processes(straight):
+    tmp_path, work, out = straight
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
 
     ranks = [torch.load(tmp_path / f'rank{r}.pth', weights_only=False)
@@ -75,10 +97,44 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_coco, toy_teacher_ckpt):
     # DDP kept the two replicas identical
     for k, v in ranks[0]['params'].items():
         assert torch.equal(v, ranks[1]['params'][k]), k
-    # one set of checkpoints and one log, written by rank 0
+    # one set of checkpoints (the toy schedule keeps 1) and one log, by rank 0
     assert sorted(osp.basename(p) for p in glob.glob(str(work / '*.pth'))) \
-        == ['epoch_1.pth', 'student_last.pth']
+        == ['epoch_2.pth', 'student_last.pth']
     assert len(glob.glob(str(work / '*' / '*.log'))) == 1
     iter_lines = [line for line in (out.stdout + out.stderr).splitlines()
-                  if 'Epoch(train) [1][2/2]' in line]
+                  if 'Epoch(train) [2][2/2]' in line]
     assert len(iter_lines) == 1, iter_lines
+
+
+@pytest.mark.slow
+def test_one_rank_killed_then_resume(tmp_path, tiny_coco, toy_teacher_ckpt,
+                                     straight):
+    """Rank 1 of 2 is SIGKILLed at the start of step 4 (of 4; epoch 1 is
+    checkpointed, and step 3's all-reduce means rank 0 finished writing
+    it): torchrun ends rank 0 with an error, ``--resume`` on 2
+    processes trains steps 3-4 only and ends with the uninterrupted 2-process
+    run's student, bit for bit (RandomFlip on)."""
+    cfg = tmp_path / 'dist_toy.py'
+    cfg.write_text(textwrap.dedent(f"""
+        _base_ = '{TOY_DISTILL}'
+        custom_imports = dict(imports=['pcka_det', 'faults'],
+                              allow_failed_imports=False)
+        """))
+    opts = _options(tiny_coco, toy_teacher_ckpt)
+    work = tmp_path / 'work'
+    killed = _dist_train(tmp_path, cfg, work, opts, KILL_AT='step:4',
+                         KILL_RANK='1')
+    assert killed.returncode != 0
+    assert (work / 'epoch_1.pth').is_file(), killed.stderr[-4000:]
+    assert not (work / 'epoch_2.pth').exists()
+    resumed = _dist_train(tmp_path, cfg, work, opts, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'Epoch(train) [2][2/2]' in log and 'Epoch(train) [1][' not in log
+    want = torch.load(straight[1] / 'student_last.pth',
+                      weights_only=False)['state_dict']
+    got = torch.load(work / 'student_last.pth',
+                     weights_only=False)['state_dict']
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
