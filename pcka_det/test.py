@@ -17,7 +17,7 @@ from mmengine.registry import RUNNERS
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from .datasets import check_dataloaders
-from .runtime import add_runtime_args, parse_runtime_args, prepare_cfg
+from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
 
 
 def parse_args(argv=None):

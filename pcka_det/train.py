@@ -9,9 +9,10 @@ Example:
 """
 import argparse
 import sys
+from typing import Optional
 
 from .datasets import check_dataloaders
-from .runtime import add_runtime_args, parse_runtime_args, prepare_cfg
+from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
 
 
 def parse_args(argv=None):
@@ -39,32 +40,57 @@ def parse_args(argv=None):
     return parse_runtime_args(parser, argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def build_runner(config: str,
+                 cfg_options: Optional[dict] = None,
+                 work_dir: Optional[str] = None,
+                 launcher: str = 'none',
+                 amp: bool = False,
+                 auto_scale_lr: bool = False,
+                 resume: Optional[str] = None):
+    """The runner ``tools/train.py`` trains with: the one training path of
+    the CLI, the demo's stages and the tests.
+
+    Loads ``config`` with the CLI overrides (:func:`prepare_cfg`), checks the
+    datasets before any output is written (their warnings then go to the
+    run's log) and builds the runner (``DistillRunner`` unless the config
+    names another).
+
+    Args:
+        config (str): Config path (``pcka_det::``/``mmdet::`` scopes work).
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        work_dir (str, optional): ``--work-dir``.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+        amp (bool): ``--amp`` (needs a CUDA GPU).
+        auto_scale_lr (bool): ``--auto-scale-lr``.
+        resume (str, optional): ``--resume``: ``'auto'`` (the newest
+            checkpoint of the work dir) or a checkpoint path.
+
+    Returns:
+        Runner: Ready for ``train()``.
+    """
     from mmengine.registry import RUNNERS
 
-    cfg = prepare_cfg(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
-    if args.amp:
+    cfg = prepare_cfg(config, cfg_options, work_dir, launcher)
+    if amp:
         import torch
         if not torch.cuda.is_available():
             sys.exit('--amp needs a CUDA GPU: MMEngine\'s AmpOptimWrapper '
                      'refuses to run on a CPU. Drop --amp to train in fp32.')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
-    if args.auto_scale_lr:
+    if auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
             cfg.auto_scale_lr.enable = True
         else:
             raise RuntimeError('Can not find "auto_scale_lr" or '
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
-    if args.resume == 'auto':
+    if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
-    elif args.resume is not None:
+    elif resume is not None:
         cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resume
 
     names = ['train_dataloader']
     if cfg.get('val_cfg'):
@@ -75,7 +101,14 @@ def main(argv=None):
     runner = RUNNERS.build(cfg)
     for message in found:
         runner.logger.warning(message)
-    runner.train()
+    return runner
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    build_runner(args.config, args.cfg_options, args.work_dir, args.launcher,
+                 amp=args.amp, auto_scale_lr=args.auto_scale_lr,
+                 resume=args.resume).train()
 
 
 if __name__ == '__main__':

@@ -67,13 +67,9 @@ def toy_options(data_root, teacher_ckpt, **extra) -> dict:
     """``--cfg-options`` that point the toy distillation config at a tiny
     dataset and a saved teacher (None: a random one), with few iterations
     and no validation."""
-    root = str(data_root) + '/'
+    from pcka_det.cli import data_root_options
     opts = {
-        'train_dataloader.dataset.data_root': root,
-        'val_dataloader.dataset.data_root': root,
-        'test_dataloader.dataset.data_root': root,
-        'val_evaluator.ann_file': root + 'annotations/instances_val.json',
-        'test_evaluator.ann_file': root + 'annotations/instances_val.json',
+        **data_root_options(data_root),
         'model.teacher_ckpt': str(teacher_ckpt),
         'train_dataloader.batch_size': 2,
         'train_cfg.max_epochs': 1,

@@ -23,7 +23,7 @@ from mmengine.registry import RUNNERS
 
 from mmdet.registry import MODELS
 from pcka_det.models import build_detector
-from pcka_det.runtime import prepare_cfg
+from pcka_det.cli import prepare_cfg
 
 STUDENT_CFG = osp.join(ROOT, 'configs', 'toy', 'retinanet_thin-r18_toy.py')
 TEACHER_CFG = osp.join(ROOT, 'configs', 'toy', 'retinanet_r18_toy.py')

@@ -158,7 +158,7 @@ def test_init_weights_come_from_hub_cache(hub_cache):  # noqa: F811
     runner does: the student's backbone holds the cached torchvision
     ResNet-50, the teacher the cached model-zoo checkpoint."""
     from mmdet.registry import MODELS
-    from pcka_det.runtime import prepare_cfg
+    from pcka_det.cli import prepare_cfg
     hub_cache.fill([RETINA])
     cfg = prepare_cfg(RETINA)
     assert cfg.model.teacher_ckpt == RETINA_TEACHER_URL

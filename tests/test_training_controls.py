@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 from pcka_det.hooks import DistillLossScheduleHook, schedule_factor
 from pcka_det.losses.reference import patch_cka_reference
 from pcka_det.models import build_detector
-from pcka_det.runtime import prepare_cfg
+from pcka_det.cli import prepare_cfg
 
 
 def _distiller(**model):

@@ -159,7 +159,7 @@ def run_stage_worker(args) -> None:
 
     import pcka_det  # noqa: F401
     from pcka_det.export import export_student, slim_checkpoint
-    from pcka_det.runtime import prepare_cfg
+    from pcka_det.cli import prepare_cfg
 
     name = args.stage
     config = {n: c for n, c, _ in stages(

@@ -80,3 +80,26 @@ def parse_runtime_args(parser: argparse.ArgumentParser,
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def data_root_options(data_root: str,
+                      val_ann: str = 'annotations/instances_val.json'
+                      ) -> dict:
+    """``--cfg-options`` that point a config's train/val/test datasets and
+    evaluators at another COCO-style ``data_root``.
+
+    Args:
+        data_root (str): Dataset root.
+        val_ann (str): Validation annotation file, relative to the root.
+
+    Returns:
+        dict: The five overrides.
+    """
+    root = str(data_root).rstrip('/') + '/'
+    return {
+        'train_dataloader.dataset.data_root': root,
+        'val_dataloader.dataset.data_root': root,
+        'test_dataloader.dataset.data_root': root,
+        'val_evaluator.ann_file': root + val_ann,
+        'test_evaluator.ann_file': root + val_ann,
+    }
