@@ -9,11 +9,9 @@ import warnings
 # build mmcv 2.1.0) flags as deprecated on every start; not actionable here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from . import scope  # noqa: E402,F401  (first: makes pcka_det:: resolvable)
-from . import registry  # noqa: E402,F401  (the pcka_det:: scope's registries)
-from . import datasets, hooks, losses, models  # noqa: E402,F401 (registers)
-from . import runner  # noqa: E402,F401 (registers DistillRunner)
-from .mmrazor_compat import register_in_mmrazor  # noqa: E402
+from . import registry  # noqa: E402,F401  (first: the pcka_det:: scope)
+from . import datasets, engine, losses, models  # noqa: E402,F401 (registers)
+from .mmrazor_interop import register_in_mmrazor  # noqa: E402
 from .version import __version__  # noqa: E402
 
 # With the mmrazor extra installed, our losses are in its registry too.

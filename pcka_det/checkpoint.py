@@ -281,7 +281,8 @@ def mismatch(model: nn.Module, state: Dict[str, Tensor],
 
 
 def fit_state_dict(model: nn.Module, state: Dict[str, Tensor], source: str,
-                   max_unmatched: int = MAX_UNMATCHED
+                   max_unmatched: int = MAX_UNMATCHED, map_keys: bool = True,
+                   what: Optional[str] = None
                    ) -> Tuple[Dict[str, Tensor], str]:
     """Map ``state``'s keys to ``model`` and refuse a load that would not fit.
 
@@ -290,6 +291,10 @@ def fit_state_dict(model: nn.Module, state: Dict[str, Tensor], source: str,
         state (dict): Checkpoint weights.
         source (str): The checkpoint, for messages.
         max_unmatched (int): Most unmatched keys tolerated.
+        map_keys (bool): Map between distiller and plain-detector keys
+            (:func:`fit_keys`).
+        what (str, optional): How to name the model in the error (default:
+            "the <class> of this config").
 
     Returns:
         tuple[dict, str]: The state dict to load and the mapping note.
@@ -297,13 +302,64 @@ def fit_state_dict(model: nn.Module, state: Dict[str, Tensor], source: str,
     Raises:
         RuntimeError: More than ``max_unmatched`` keys unmatched.
     """
-    state, note = fit_keys(model, state)
+    state, note = fit_keys(model, state) if map_keys else (state, '')
     only = STUDENT_PREFIX if note.startswith('a detector') else None
     count, problem = mismatch(model, state, only)
     if count > max_unmatched:
-        kind = type(model).__name__
+        what = what or f'the {type(model).__name__} of this config'
         raise RuntimeError(
-            f'Checkpoint "{source}" does not fit the {kind} of this config: '
-            f'{problem}. Is the config the one the checkpoint was trained '
-            'with?' + (f' (It was read as {note}.)' if note else ''))
+            f'Checkpoint "{source}" does not fit {what}: {problem}. Is the '
+            'config the one the checkpoint was trained with?' +
+            (f' (It was read as {note}.)' if note else ''))
     return state, note
+
+
+def fit_checkpoint(model: nn.Module, checkpoint: Dict, source: str,
+                   max_unmatched: int = MAX_UNMATCHED, map_keys: bool = True,
+                   revise_keys=((r'^module\.', ''), ),
+                   what: Optional[str] = None
+                   ) -> Tuple[Dict[str, Tensor], str]:
+    """The weights of ``checkpoint`` as ``model`` names them, checked.
+
+    :func:`state_dict_of`, then ``revise_keys`` (``(pattern, replacement)``
+    pairs, as in MMEngine), then :func:`fit_state_dict`.
+
+    Args:
+        model (nn.Module): Model to load into (unwrapped from DDP).
+        checkpoint (dict): What :func:`read_checkpoint` returned.
+        source (str): The checkpoint, for messages.
+        max_unmatched (int): Most unmatched keys tolerated.
+        map_keys (bool): Map between distiller and plain-detector keys.
+        revise_keys (Sequence[tuple]): Key rewrites applied first.
+        what (str, optional): How to name the model in errors.
+
+    Returns:
+        tuple[dict, str]: The state dict to load and the mapping note.
+    """
+    import re
+    state = state_dict_of(checkpoint, source)
+    for pattern, replacement in revise_keys:
+        state = {re.sub(pattern, replacement, k): v for k, v in state.items()}
+    return fit_state_dict(model, state, source, max_unmatched, map_keys, what)
+
+
+def load_weights(model: nn.Module, path: str,
+                 max_unmatched: int = MAX_UNMATCHED, map_keys: bool = True,
+                 what: Optional[str] = None) -> str:
+    """Read ``path``, map and check its keys, and load it into ``model``:
+    the one way pcka_det loads weights outside the runner.
+
+    Args:
+        model (nn.Module): Model to load into.
+        path (str): Local path or URL (see :func:`read_checkpoint`).
+        max_unmatched (int): Most unmatched keys tolerated (0: strict).
+        map_keys (bool): Map between distiller and plain-detector keys.
+        what (str, optional): How to name the model in errors.
+
+    Returns:
+        str: The mapping note ('' when nothing was mapped).
+    """
+    state, note = fit_checkpoint(model, read_checkpoint(path), path,
+                                 max_unmatched, map_keys, what=what)
+    model.load_state_dict(state, strict=max_unmatched == 0)
+    return note

@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from .compat import allow_cpu_distributed
+from .cpu_distributed import allow_cpu_distributed
 from .models.builder import resolve_config_path
 
 
@@ -32,7 +32,7 @@ def prepare_cfg(config: str,
     cfg = Config.fromfile(resolve_config_path(config))
     cfg.launcher = launcher
     # Checked checkpoint loading for any config, the student export for
-    # distillers (see pcka_det.runner); a config may name its own runner.
+    # distillers (see pcka_det.engine.runner); a config may name its own runner.
     cfg.setdefault('runner_type', 'DistillRunner')
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)

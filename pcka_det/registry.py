@@ -1,4 +1,10 @@
-"""The ``pcka_det`` registry scope: children of MMDetection's registries.
+"""The ``pcka_det`` scope: ``pcka_det::`` config paths and registries.
+
+MMEngine only accepts ``package::path`` for packages listed in its own
+module-to-package table, so importing pcka_det adds itself there (the one
+process-wide change pcka_det makes on import). The value is the module name
+on purpose: MMEngine then finds the configs through the import path, which
+is right for editable and regular installs alike.
 
 A config that inherits ``_base_ = 'pcka_det::...'`` gets ``_scope_ =
 'pcka_det'`` on every component our config files define, and MMEngine then
@@ -7,9 +13,12 @@ find them). Our components are registered in MMDetection's registries, so
 these children hold nothing themselves: a lookup falls through to mmdet,
 then to MMEngine, exactly as in the ``mmdet`` scope.
 """
+from mmengine.config import utils as _config_utils
 from mmengine.registry import Registry
 
 from mmdet import registry as mmdet_registry
+
+_config_utils.MODULE2PACKAGE.setdefault('pcka_det', 'pcka_det')
 
 _NAMES = ('RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'HOOKS', 'DATASETS',
           'DATA_SAMPLERS', 'TRANSFORMS', 'MODELS', 'MODEL_WRAPPERS',

@@ -2,7 +2,7 @@
 
 A distiller predicts with its student, so the metrics are the student's.
 Any pairing of a distiller or plain config with a distiller or student-only
-checkpoint loads (see ``pcka_det.runner.DistillRunner``). Runs from the
+checkpoint loads (see ``pcka_det.engine.runner.DistillRunner``). Runs from the
 installed package (``tools/test.py`` in the repository wraps this module).
 
 Example:

@@ -224,7 +224,7 @@ def test_level_nan_for_many_steps_is_an_error(monkeypatch):
     from conftest import demo_batch, load_distill_cfg
 
     from mmdet.registry import MODELS
-    from pcka_det.hooks import NonFiniteGuardHook
+    from pcka_det.engine import NonFiniteGuardHook
     model = MODELS.build(load_distill_cfg(TOY_DISTILL).model).train()
     p4 = model.distill_losses['pcka_p4']
     monkeypatch.setattr(p4, 'forward', lambda s, t: s.sum() * float('nan'))

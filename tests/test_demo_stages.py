@@ -1,5 +1,6 @@
-"""tools/demo.py without training: stage fingerprints and reuse, --fresh,
-the generated dataset, reading COCO metrics; and the Makefile's targets.
+"""tools/demo.py and its parts (demo_stages, demo_cache, demo_report) without
+training: stage fingerprints and reuse, --fresh, the generated dataset,
+reading COCO metrics; and the Makefile's targets.
 
 A fake ``launch_stage`` stands in for the training subprocess, so each test
 takes about a second.
@@ -15,9 +16,14 @@ import pytest
 from conftest import ROOT
 
 import demo
+from demo_cache import (FINGERPRINT, clear_config_cache, config_digest,
+                        describe_change, reuse_check, stage_fingerprint)
+from demo_report import METRICS, MetricsError, table_metrics
+from demo_stages import (DEFAULT_DATA_ROOT, DEFAULT_WORK_DIR, DETECTORS,
+                         STAGE_LOG, stages)
 
 STUDENT_CFG = 'configs/toy/retinanet_thin-r18_toy.py'
-FULL_METRICS = {f'coco/{m}': 0.25 for _, m in demo.METRICS}
+FULL_METRICS = {f'coco/{m}': 0.25 for _, m in METRICS}
 
 
 def write_annotations(root, num_images=3, tag=''):
@@ -60,7 +66,7 @@ def fake_launch(monkeypatch):
 
     def launch(args, name, out_dir, total_iters):
         state['launched'].append(name)
-        open(os.path.join(out_dir, demo.STAGE_LOG), 'w').close()
+        open(os.path.join(out_dir, STAGE_LOG), 'w').close()
         model = os.path.join(out_dir, 'model.pth')
         with open(model, 'w') as f:
             f.write(f'{name} launch {next(launches)}')
@@ -91,8 +97,8 @@ def test_config_digest_follows_base_chain_and_cfg_path(tmp_path):
                      f"model = dict(student=dict(cfg_path='{sub}'))\n")
 
     def digest():
-        demo._load_config_file.cache_clear()  # cached for a demo run
-        return demo.config_digest(str(child))
+        clear_config_cache()  # cached for a demo run
+        return config_digest(str(child))
 
     first = digest()
     assert digest() == first  # stable
@@ -110,34 +116,34 @@ def test_reuse_only_with_the_same_fingerprint(tmp_path):
     def fingerprint(name, *argv):
         args = demo.parse_args(['--work-dir', str(work), '--data-root',
                                 str(tmp_path / 'data'), *argv])
-        return demo.stage_fingerprint(args, name, STUDENT_CFG)
+        return stage_fingerprint(args, name, STUDENT_CFG)
 
     out = str(work / 'student')
     os.makedirs(out)
-    assert demo.reuse_check(out, fingerprint('student')) == (False, '')
+    assert reuse_check(out, fingerprint('student')) == (False, '')
     (work / 'student' / 'result.json').write_text('{}')
-    reuse, why = demo.reuse_check(out, fingerprint('student'))
+    reuse, why = reuse_check(out, fingerprint('student'))
     assert not reuse and 'no fingerprint.json' in why
-    (work / 'student' / demo.FINGERPRINT).write_text(
+    (work / 'student' / FINGERPRINT).write_text(
         json.dumps(fingerprint('student')))
-    assert demo.reuse_check(out, fingerprint('student')) == (True, '')
+    assert reuse_check(out, fingerprint('student')) == (True, '')
 
-    reuse, why = demo.reuse_check(out, fingerprint('student', '--seed', '1'))
+    reuse, why = reuse_check(out, fingerprint('student', '--seed', '1'))
     assert not reuse and 'randomness.seed: 0 -> 1' in why
-    reuse, why = demo.reuse_check(out, fingerprint('student', '--tiny'))
+    reuse, why = reuse_check(out, fingerprint('student', '--tiny'))
     assert not reuse and 'train_cfg.max_epochs: unset -> 1' in why
     # another dataset at the same place
     write_annotations(tmp_path / 'data', num_images=4)
-    reuse, why = demo.reuse_check(out, fingerprint('student'))
+    reuse, why = reuse_check(out, fingerprint('student'))
     assert not reuse and why == 'the dataset changed'
     write_annotations(tmp_path / 'data')
-    assert demo.reuse_check(out, fingerprint('student'))[0]
+    assert reuse_check(out, fingerprint('student'))[0]
     # the same data somewhere else is the same stage
     write_annotations(tmp_path / 'moved')
     args = demo.parse_args(['--work-dir', str(work), '--data-root',
                             str(tmp_path / 'moved')])
-    assert demo.reuse_check(
-        out, demo.stage_fingerprint(args, 'student', STUDENT_CFG))[0]
+    assert reuse_check(
+        out, stage_fingerprint(args, 'student', STUDENT_CFG))[0]
 
 
 def test_distilled_stage_fingerprint_has_the_teacher(tmp_path):
@@ -147,12 +153,12 @@ def test_distilled_stage_fingerprint_has_the_teacher(tmp_path):
     os.makedirs(tmp_path / 'work' / 'teacher')
     teacher = tmp_path / 'work' / 'teacher' / 'model.pth'
     teacher.write_bytes(b'teacher 1')
-    config = dict((n, c) for n, c, _ in demo.stages(['pcka']))['pcka']
-    old = demo.stage_fingerprint(args, 'pcka', config)
+    config = dict((n, c) for n, c, _ in stages(['pcka']))['pcka']
+    old = stage_fingerprint(args, 'pcka', config)
     teacher.write_bytes(b'teacher 2')
-    new = demo.stage_fingerprint(args, 'pcka', config)
-    assert demo.describe_change(old, new) == 'the teacher checkpoint changed'
-    assert 'teacher_sha256' not in demo.stage_fingerprint(
+    new = stage_fingerprint(args, 'pcka', config)
+    assert describe_change(old, new) == 'the teacher checkpoint changed'
+    assert 'teacher_sha256' not in stage_fingerprint(
         args, 'student', STUDENT_CFG)
 
 
@@ -181,16 +187,15 @@ def test_demo_reruns_exactly_the_stages_whose_inputs_changed(
 
 def test_detector_picks_its_configs_and_work_dir():
     args = demo.parse_args([])
-    assert (args.detector, args.work_dir) == ('retinanet',
-                                              demo.DEFAULT_WORK_DIR)
-    assert demo.stages(['pcka'])[0][1] == 'configs/toy/retinanet_r18_toy.py'
+    assert (args.detector, args.work_dir) == ('retinanet', DEFAULT_WORK_DIR)
+    assert stages(['pcka'])[0][1] == 'configs/toy/retinanet_r18_toy.py'
     args = demo.parse_args(['--detector', 'fcos'])
     assert args.work_dir == os.path.join('work_dirs', 'demo_fcos')
-    assert [c for _, c, _ in demo.stages(args.methods, 'fcos')] == [
+    assert [c for _, c, _ in stages(args.methods, 'fcos')] == [
         'configs/toy/fcos_r18_toy.py', 'configs/toy/fcos_thin-r18_toy.py',
         'configs/toy/pcka_fcos_r18_thin-r18_toy.py']
-    for detector, spec in demo.DETECTORS.items():
-        for _, config, _ in demo.stages(spec['methods'], detector):
+    for detector, spec in DETECTORS.items():
+        for _, config, _ in stages(spec['methods'], detector):
             assert os.path.isfile(os.path.join(ROOT, config)), config
 
 
@@ -209,7 +214,7 @@ def test_each_detector_keeps_its_own_stages(tmp_path, monkeypatch,
     demo.main(['--tiny', '--detector', 'fcos'])
     assert fake_launch['launched'] == ['teacher', 'student', 'pcka'] * 2
     fcos = json.loads((tmp_path / 'work_dirs' / 'demo_fcos' / 'pcka' /
-                       demo.FINGERPRINT).read_text())
+                       FINGERPRINT).read_text())
     assert fcos['config'] == 'configs/toy/pcka_fcos_r18_thin-r18_toy.py'
     capsys.readouterr()
     demo.main(['--tiny'])  # the RetinaNet stages are still there
@@ -217,8 +222,7 @@ def test_each_detector_keeps_its_own_stages(tmp_path, monkeypatch,
     assert len(fake_launch['launched']) == 6
     assert capsys.readouterr().out.count('reusing') == 6
     # FCOS in RetinaNet's work dir: every stage reruns, and says why
-    demo.main(['--tiny', '--detector', 'fcos', '--work-dir',
-               demo.DEFAULT_WORK_DIR])
+    demo.main(['--tiny', '--detector', 'fcos', '--work-dir', DEFAULT_WORK_DIR])
     assert len(fake_launch['launched']) == 9
     assert '[teacher] rerunning: the config configs/toy/fcos_r18_toy.py' \
         in capsys.readouterr().out
@@ -228,15 +232,15 @@ def test_each_detector_keeps_its_own_stages(tmp_path, monkeypatch,
 
 def make_stage(work, name):
     os.makedirs(work / name)
-    (work / name / demo.STAGE_LOG).write_text('log')
+    (work / name / STAGE_LOG).write_text('log')
     (work / name / 'result.json').write_text('{}')
 
 
 def test_fresh_never_deletes_a_given_data_root(tmp_path, monkeypatch,
                                                capsys):
     monkeypatch.chdir(tmp_path)
-    work = tmp_path / demo.DEFAULT_WORK_DIR
-    default_data = tmp_path / demo.DEFAULT_DATA_ROOT
+    work = tmp_path / DEFAULT_WORK_DIR
+    default_data = tmp_path / DEFAULT_DATA_ROOT
     mine = tmp_path / 'my_data'
     for root in (default_data, mine):
         write_annotations(root)
@@ -265,9 +269,9 @@ def test_default_dataset_is_regenerated_for_other_settings(
     demo.ensure_data(demo.parse_args(['--tiny']))  # same settings: kept
     assert len(fake_generator) == 1
     demo.ensure_data(demo.parse_args([]))  # full size after --tiny
-    assert fake_generator[-1] == (demo.DEFAULT_DATA_ROOT, 0, 600)
+    assert fake_generator[-1] == (DEFAULT_DATA_ROOT, 0, 600)
     assert 'Regenerating' in capsys.readouterr().out
-    os.remove(os.path.join(demo.DEFAULT_DATA_ROOT, demo.DATA_MARKER))
+    os.remove(os.path.join(DEFAULT_DATA_ROOT, demo.DATA_MARKER))
     demo.ensure_data(demo.parse_args([]))  # unknown settings (older demo)
     assert len(fake_generator) == 3
     # a given data root is used as it is
@@ -283,28 +287,27 @@ def test_default_dataset_is_regenerated_for_other_settings(
 def test_a_missing_metric_is_an_error():
     path = 'work/pcka/result.json'
     full = dict(coco_metrics=dict(FULL_METRICS), num_detections=7)
-    assert demo.table_metrics('pcka', full, path) == {
-        k: 25.0 for k, _ in demo.METRICS}
+    assert table_metrics('pcka', full, path) == {
+        k: 25.0 for k, _ in METRICS}
     partial = dict(full, coco_metrics={
         k: v for k, v in FULL_METRICS.items() if k != 'coco/bbox_mAP_l'})
-    with pytest.raises(demo.MetricsError,
+    with pytest.raises(MetricsError,
                        match=r'Stage "pcka": metric "coco/bbox_mAP_l" is '
                        r'missing from work/pcka/result.json'):
-        demo.table_metrics('pcka', partial, path)
+        table_metrics('pcka', partial, path)
     # no metric at all although boxes were predicted
-    with pytest.raises(demo.MetricsError, match='coco/bbox_mAP"'):
-        demo.table_metrics('pcka', dict(coco_metrics={}, num_detections=3),
-                           path)
-    with pytest.raises(demo.MetricsError, match='no "coco_metrics"'):
-        demo.table_metrics('pcka', dict(metrics={}), path)
+    with pytest.raises(MetricsError, match='coco/bbox_mAP"'):
+        table_metrics('pcka', dict(coco_metrics={}, num_detections=3), path)
+    with pytest.raises(MetricsError, match='no "coco_metrics"'):
+        table_metrics('pcka', dict(metrics={}), path)
     # CocoMetric's empty result when no box was predicted at all: AP 0
-    assert demo.table_metrics('pcka', dict(
+    assert table_metrics('pcka', dict(
         coco_metrics={}, num_detections=0), path) == {
-            k: 0.0 for k, _ in demo.METRICS}
+            k: 0.0 for k, _ in METRICS}
     # COCOeval's -1 (no ground truth of that size) is not a number to print
     small = dict(full, coco_metrics=dict(FULL_METRICS,
                                          **{'coco/bbox_mAP_l': -1.0}))
-    assert demo.table_metrics('pcka', small, path)['APl'] is None
+    assert table_metrics('pcka', small, path)['APl'] is None
 
 
 def test_demo_stops_on_a_missing_metric_and_reruns_that_stage(
@@ -312,11 +315,11 @@ def test_demo_stops_on_a_missing_metric_and_reruns_that_stage(
     fake_launch['metrics'] = {k: v for k, v in FULL_METRICS.items()
                               if k != 'coco/bbox_mAP'}
     result = tmp_path / 'work' / 'teacher' / 'result.json'
-    with pytest.raises(demo.MetricsError,
+    with pytest.raises(MetricsError,
                        match=f'Stage "teacher": metric "coco/bbox_mAP" is '
                        f'missing from {re.escape(str(result))}'):
         run_demo(tmp_path)
-    assert not (tmp_path / 'work' / 'teacher' / demo.FINGERPRINT).exists()
+    assert not (tmp_path / 'work' / 'teacher' / FINGERPRINT).exists()
     fake_launch['metrics'] = dict(FULL_METRICS)
     summary = run_demo(tmp_path)
     assert fake_launch['launched'] == ['teacher', 'teacher', 'student',
@@ -346,15 +349,15 @@ def test_make_demo_passes_the_detector():
 
 
 def test_make_clean_demo_removes_the_demo_outputs_only(tmp_path):
-    fcos_work_dir = demo.DETECTORS['fcos']['work_dir']
-    for path in (demo.DEFAULT_WORK_DIR, fcos_work_dir,
-                 demo.DEFAULT_DATA_ROOT, 'work_dirs/other', 'data/coco'):
+    fcos_work_dir = DETECTORS['fcos']['work_dir']
+    for path in (DEFAULT_WORK_DIR, fcos_work_dir,
+                 DEFAULT_DATA_ROOT, 'work_dirs/other', 'data/coco'):
         os.makedirs(tmp_path / path)
         (tmp_path / path / 'file').write_text('x')
     subprocess.run(['make', '-s', '-f', os.path.join(ROOT, 'Makefile'),
                     'clean-demo'], cwd=tmp_path, check=True)
-    assert not (tmp_path / demo.DEFAULT_WORK_DIR).exists()
+    assert not (tmp_path / DEFAULT_WORK_DIR).exists()
     assert not (tmp_path / fcos_work_dir).exists()
-    assert not (tmp_path / demo.DEFAULT_DATA_ROOT).exists()
+    assert not (tmp_path / DEFAULT_DATA_ROOT).exists()
     assert (tmp_path / 'work_dirs/other/file').is_file()
     assert (tmp_path / 'data/coco/file').is_file()

@@ -268,7 +268,7 @@ def test_missing_torchvision_named_before_data(monkeypatch):
     student) needs torchvision: named before the data is loaded, not by
     MMEngine's raw ModuleNotFoundError after it."""
     from pcka_det.models import build_detector
-    from pcka_det.runner import check_pretrained_sources
+    from pcka_det.engine import check_pretrained_sources
     student = build_detector(
         dict(cfg_path='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py'))
     check_pretrained_sources(student)  # torchvision is installed

@@ -57,7 +57,7 @@ def test_teacher_checkpoint_of_another_architecture(tmp_path):
     with pytest.raises(RuntimeError) as e:
         distiller(teacher_ckpt=str(path))
     msg = str(e.value)
-    assert 'does not match the teacher architecture' in msg
+    assert 'does not fit the teacher architecture' in msg
     assert 'missing keys' in msg and 'backbone.layer' in msg
 
 

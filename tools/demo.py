@@ -21,9 +21,6 @@ Example:
     python tools/demo.py --detector fcos # `make demo DETECTOR=fcos`
 """
 import argparse
-import functools
-import glob
-import hashlib
 import json
 import os
 import os.path as osp
@@ -32,35 +29,18 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Optional, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_WORK_DIR = osp.join('work_dirs', 'demo')  # of the default detector
-DEFAULT_DATA_ROOT = osp.join('data', 'synthetic')
+# The demo's parts, next to this script: what the stages are and the worker
+# that trains one (demo_stages), when a finished stage is reused (demo_cache),
+# the metrics, table and figure (demo_report). This file: the command line
+# and the order of things.
+from demo_cache import (clear_stage_dir, load_config, prepare_stage_dir,
+                        reuse_check, save_fingerprint, stage_fingerprint)
+from demo_report import plot, print_table, read_result
+from demo_stages import (DEFAULT_DATA_ROOT, DETECTORS, METHODS, ROOT,
+                         STAGE_LOG, TINY, run_stage_worker, stages)
+
 DATA_MARKER = 'demo_data.json'  # generator settings, in the data root
-FINGERPRINT = 'fingerprint.json'  # in each stage's work dir
-STAGE_LOG = 'stage.log'
-# Distillation methods: same student, teacher, data, schedule and seed.
-METHODS = {
-    'pcka': 'PCKA',
-    'pkd': 'PKD',
-    'cwd': 'CWD',
-    'fitnet': 'FitNet',
-}
-# Toy pairs: configs/toy/<detector>_r18_toy.py (teacher),
-# <detector>_thin-r18_toy.py (student) and, per method with a toy config,
-# <method>_<detector>_r18_thin-r18_toy.py. Each has its own work dir, so
-# one detector's stages never replace the other's.
-DETECTORS = {
-    'retinanet': dict(name='RetinaNet', work_dir=DEFAULT_WORK_DIR,
-                      methods=tuple(METHODS)),
-    'fcos': dict(name='FCOS', work_dir=osp.join('work_dirs', 'demo_fcos'),
-                 methods=('pcka', )),
-}
-METRICS = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'),
-           ('AP75', 'bbox_mAP_75'), ('APs', 'bbox_mAP_s'),
-           ('APm', 'bbox_mAP_m'), ('APl', 'bbox_mAP_l')]
-TINY = dict(num_train=8, num_val=4, batch_size=4, max_epochs=1)
 
 
 def parse_args(argv=None):
@@ -101,292 +81,6 @@ def parse_args(argv=None):
     return args
 
 
-def stages(methods, detector: str = 'retinanet') -> list:
-    """Every stage of a demo, in run order.
-
-    Args:
-        methods (Sequence[str]): Distillation methods (keys of ``METHODS``).
-        detector (str): Toy pair (key of ``DETECTORS``).
-
-    Returns:
-        list[tuple[str, str, str]]: ``(name, config, description)``.
-    """
-    return [
-        ('teacher', f'configs/toy/{detector}_r18_toy.py', 'Teacher R18'),
-        ('student', f'configs/toy/{detector}_thin-r18_toy.py',
-         'Student R18/4'),
-    ] + [(m, f'configs/toy/{m}_{detector}_r18_thin-r18_toy.py',
-          f'Student + {METHODS[m]}') for m in methods]
-
-
-def stage_overrides(args, name: str, data_root: Optional[str] = None,
-                    work_dir: Optional[str] = None) -> dict:
-    """``--cfg-options`` of one stage: data location, seed, tiny mode.
-
-    ``data_root`` and ``work_dir`` replace ``args``' (the fingerprint puts
-    placeholders there: it hashes the data and the teacher instead).
-    """
-    data_root = (data_root or osp.abspath(args.data_root)) + '/'
-    work_dir = work_dir or args.work_dir
-    opts = {
-        'train_dataloader.dataset.data_root': data_root,
-        'val_dataloader.dataset.data_root': data_root,
-        'test_dataloader.dataset.data_root': data_root,
-        'val_evaluator.ann_file':
-        data_root + 'annotations/instances_val.json',
-        'test_evaluator.ann_file':
-        data_root + 'annotations/instances_val.json',
-        'randomness.seed': args.seed,
-        'work_dir': osp.join(work_dir, name),
-    }
-    if name in METHODS:
-        opts['model.teacher_ckpt'] = osp.join(work_dir, 'teacher',
-                                              'model.pth')
-    if args.tiny:
-        opts.update({
-            'train_cfg.max_epochs': TINY['max_epochs'],
-            'train_cfg.val_interval': TINY['max_epochs'],
-            'train_dataloader.batch_size': TINY['batch_size'],
-            'default_hooks.logger.interval': 1,
-        })
-    return opts
-
-
-def run_stage_worker(args) -> None:
-    """Train and test one stage in this process; write its result.json."""
-    from mmengine.hooks import Hook
-    from mmengine.registry import RUNNERS
-
-    import pcka_det  # noqa: F401
-    from pcka_det.export import export_student, slim_checkpoint
-    from pcka_det.cli import prepare_cfg
-
-    name = args.stage
-    config = {n: c for n, c, _ in stages(
-        DETECTORS[args.detector]['methods'], args.detector)}[name]
-    opts = stage_overrides(args, name)
-    cfg = prepare_cfg(osp.join(ROOT, config), opts)
-    start = time.time()
-    runner = RUNNERS.build(cfg)  # the config's runner_type (DistillRunner)
-    runner.train()
-    train_time = time.time() - start
-
-    class CountDetections(Hook):
-        """Boxes predicted on the test set (CocoMetric returns no metric at
-        all when there is none)."""
-        count = 0
-
-        def after_test_iter(self, runner, batch_idx, data_batch=None,
-                            outputs=None):
-            self.count += sum(len(o.pred_instances) for o in outputs or [])
-
-    counter = CountDetections()
-    runner.register_hook(counter, priority='LOWEST')
-    metrics = runner.test()
-    with open(osp.join(cfg.work_dir, 'last_checkpoint')) as f:
-        last = f.read().strip()
-    model_file = osp.join(cfg.work_dir, 'model.pth')
-    if name in METHODS:
-        export_student(last, model_file)
-    else:
-        slim_checkpoint(last, model_file)
-    result = dict(
-        config=config,
-        checkpoint=model_file,
-        train_time_s=round(train_time, 1),
-        # as runner.test() returned them; read_result checks and converts
-        coco_metrics={k: float(v) for k, v in metrics.items()},
-        num_detections=counter.count,
-        losses=read_loss_curves(cfg.work_dir))
-    from pcka_det.fileio import atomic_write_text
-    atomic_write_text(osp.join(cfg.work_dir, 'result.json'),
-                      json.dumps(result, indent=1))
-
-
-def read_loss_curves(work_dir: str) -> dict:
-    """Loss values per logged iteration from MMEngine's scalars.json."""
-    curves = {}
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
-    for path in files[-1:]:
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                if 'loss' not in rec:
-                    continue
-                for key, value in rec.items():
-                    if key.startswith('loss'):
-                        curves.setdefault(key, []).append(
-                            (rec['iter'], value))
-    return curves
-
-
-class MetricsError(RuntimeError):
-    """A stage's result lacks a COCO metric the demo reports."""
-
-
-def table_metrics(name: str, result: dict, path: str) -> dict:
-    """The table's metrics (%) from a stage's ``result.json`` contents.
-
-    A missing metric is an error naming the stage, the key and ``path``.
-    CocoMetric returns no metric at all when no test image has a single
-    detection (it logs "The testing results of the whole dataset is
-    empty"; seen for barely trained --tiny models): that, and only that
-    (``num_detections`` 0), is an AP of 0. COCOeval's -1 (no ground truth
-    box of that size) becomes None, printed as n/a.
-    """
-    raw = result.get('coco_metrics')
-    if raw is None:
-        raise MetricsError(f'Stage "{name}": {path} has no "coco_metrics"')
-    detections = result.get('num_detections')
-    if not raw and detections == 0:
-        return {k: 0.0 for k, _ in METRICS}
-    out = {}
-    for k, m in METRICS:
-        key = f'coco/{m}'
-        if key not in raw:
-            raise MetricsError(
-                f'Stage "{name}": metric "{key}" is missing from {path} '
-                f'(it has {sorted(raw) or "no metric"}; {detections} '
-                'detections on the test set)')
-        value = float(raw[key])
-        out[k] = None if value < 0 else round(value * 100, 2)
-    return out
-
-
-def read_result(name: str, result_file: str) -> dict:
-    """A stage's ``result.json`` with its table ``metrics`` added."""
-    with open(result_file) as f:
-        result = json.load(f)
-    result['metrics'] = table_metrics(name, result, result_file)
-    if not result['coco_metrics']:
-        print(f'[{name}] no detection on the test set: AP 0')
-    return result
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
-def _cfg_paths(obj) -> list:
-    """Every ``cfg_path`` value in a (nested) config dict."""
-    if isinstance(obj, dict):
-        found = [obj['cfg_path']] if isinstance(obj.get('cfg_path'),
-                                                str) else []
-        return found + [p for v in obj.values() for p in _cfg_paths(v)]
-    if isinstance(obj, (list, tuple)):
-        return [p for v in obj for p in _cfg_paths(v)]
-    return []
-
-
-def load_config(path: str):
-    """``Config.fromfile`` of a config path or ``pkg::`` name, once per file
-    and process (2 s each with ``mmdet::`` bases; the demo's configs do not
-    change while it runs)."""
-    import pcka_det  # noqa: F401  (the pcka_det:: scope)
-    from pcka_det.models.builder import resolve_config_path
-    return _load_config_file(osp.realpath(resolve_config_path(path)))
-
-
-@functools.lru_cache(maxsize=None)
-def _load_config_file(path: str):
-    from mmengine.config import Config
-    return Config.fromfile(path)
-
-
-def config_digest(config: str) -> str:
-    """sha256 of a config as loaded (its ``_base_`` chain resolved), plus
-    the configs its ``cfg_path`` entries load at build time (a distiller's
-    student and teacher), recursively."""
-    parts, todo, seen = [], [config], set()
-    while todo:
-        path = todo.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        cfg = load_config(path).to_dict()
-        parts.append(_canonical(cfg))  # contents only: paths may move
-        todo += _cfg_paths(cfg)
-    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
-
-
-def data_digest(data_root: str) -> str:
-    """sha256 of the train and val annotation files."""
-    digest = hashlib.sha256()
-    for split in ('train', 'val'):
-        digest.update(sha256_file(osp.join(
-            data_root, 'annotations', f'instances_{split}.json')).encode())
-    return digest.hexdigest()
-
-
-def stage_fingerprint(args, name: str, config: str) -> dict:
-    """What determines a stage's result: the config (``_base_`` chain and
-    loaded model configs), the demo's overrides (seed, --tiny settings; paths
-    as placeholders), the annotations and, for a distilled stage, the
-    teacher checkpoint."""
-    fingerprint = dict(
-        config=config,
-        config_sha256=config_digest(osp.join(ROOT, config)),
-        cfg_options=stage_overrides(args, name, data_root='<data_root>',
-                                    work_dir='<work_dir>'),
-        data_sha256=data_digest(args.data_root))
-    if name in METHODS:
-        teacher = osp.join(args.work_dir, 'teacher', 'model.pth')
-        fingerprint['teacher_sha256'] = sha256_file(teacher)
-    return fingerprint
-
-
-def describe_change(old: dict, new: dict) -> str:
-    """What differs between two fingerprints, in words."""
-    what = []
-    if old.get('config') != new['config'] or \
-            old.get('config_sha256') != new['config_sha256']:
-        what.append(f'the config {new["config"]} (or a config it uses) '
-                    'changed')
-    old_opts, new_opts = old.get('cfg_options', {}), new['cfg_options']
-    changed = [f'{k}: {old_opts.get(k, "unset")} -> {new_opts.get(k, "unset")}'
-               for k in sorted(set(old_opts) | set(new_opts))
-               if old_opts.get(k) != new_opts.get(k)]
-    if changed:
-        what.append('the settings changed (' + ', '.join(changed) + ')')
-    if old.get('data_sha256') != new['data_sha256']:
-        what.append('the dataset changed')
-    if old.get('teacher_sha256') != new.get('teacher_sha256'):
-        what.append('the teacher checkpoint changed')
-    return '; '.join(what) or 'its fingerprint changed'
-
-
-def reuse_check(out_dir: str, fingerprint: dict) -> Tuple[bool, str]:
-    """``(reuse, why not)`` for the stage in ``out_dir``."""
-    if not osp.isfile(osp.join(out_dir, 'result.json')):
-        return False, ''
-    path = osp.join(out_dir, FINGERPRINT)
-    if not osp.isfile(path):
-        return False, (f'{out_dir} has a result but no {FINGERPRINT} (made '
-                       'by an older demo, or interrupted)')
-    with open(path) as f:
-        old = json.load(f)
-    if old == fingerprint:
-        return True, ''
-    return False, describe_change(old, fingerprint)
-
-
-def clear_stage_dir(out_dir: str) -> bool:
-    """Delete a stage's work dir if the demo made it (it has a stage.log)."""
-    if osp.isfile(osp.join(out_dir, STAGE_LOG)):
-        shutil.rmtree(out_dir)
-        return True
-    return False
-
-
 def run_stage(args, name: str, config: str, total_iters: int) -> dict:
     """Run one stage in a subprocess; reuse it if its fingerprint matches."""
     out_dir = osp.join(args.work_dir, name)
@@ -399,16 +93,10 @@ def run_stage(args, name: str, config: str, total_iters: int) -> dict:
         return read_result(name, result_file)
     if why:
         print(f'[{name}] rerunning: {why}')
-    clear_stage_dir(out_dir)
-    for stale in (result_file, osp.join(out_dir, FINGERPRINT)):
-        if osp.isfile(stale):
-            os.remove(stale)
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_stage_dir(out_dir)
     launch_stage(args, name, out_dir, total_iters)
     result = read_result(name, result_file)
-    from pcka_det.fileio import atomic_write_text
-    atomic_write_text(osp.join(out_dir, FINGERPRINT),
-                      json.dumps(fingerprint, indent=1))
+    save_fingerprint(out_dir, fingerprint)
     return result
 
 
@@ -516,73 +204,6 @@ def iters_per_stage(args, config: str) -> int:
         cfg.train_dataloader.batch_size
     epochs = TINY['max_epochs'] if args.tiny else cfg.train_cfg.max_epochs
     return math.ceil(num_images / batch) * epochs
-
-
-def print_table(results: dict, order: list) -> str:
-    header = (f'{"model":<16}' + ''.join(f'{k:>7}' for k, _ in METRICS) +
-              f'{"train time":>12}')
-    lines = [header, '-' * len(header)]
-    for name, _, desc in order:
-        r = results[name]
-        lines.append(f'{desc:<16}' + ''.join(
-            f'{"n/a":>7}' if r['metrics'][k] is None else
-            f'{r["metrics"][k]:>7.1f}' for k, _ in METRICS) +
-            f'{r["train_time_s"] / 60:>10.1f} m')
-    table = '\n'.join(lines)
-    print(table)
-    return table
-
-
-def plot(results: dict, order: list, path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, (ax_ap, ax_det, ax_kd) = plt.subplots(1, 3, figsize=(16, 4.2))
-    keys = [k for k, _ in METRICS]
-    width = 0.8 / len(order)
-    for j, (name, _, desc) in enumerate(order):
-        vals = [results[name]['metrics'][k] or 0.0 for k in keys]
-        ax_ap.bar([i + j * width for i in range(len(keys))], vals, width,
-                  label=desc)
-    ax_ap.set_xticks([i + width * (len(order) - 1) / 2
-                      for i in range(len(keys))], keys)
-    ax_ap.set_ylabel('COCO box AP (%)')
-    ax_ap.set_title('Validation AP')
-    ax_ap.legend(fontsize=8)
-    for name, _, desc in order:
-        curve = results[name]['losses']
-        # the detector's own terms (FCOS adds centre-ness to cls + bbox),
-        # not the total and not the stage's distillation terms
-        terms = [k for k in curve if k.startswith('loss_')
-                 and not k.startswith(f'loss_{name}')]
-        if terms:
-            ax_det.plot([i for i, _ in curve[terms[0]]],
-                        [sum(curve[k][n][1] for k in terms)
-                         for n in range(len(curve[terms[0]]))], label=desc)
-    ax_det.set_title('Detection loss (all its terms)')
-    ax_det.set_xlabel('iteration')
-    ax_det.legend(fontsize=8)
-    # distillation losses, each relative to its first logged value, since
-    # the methods' scales differ
-    for name, _, desc in order:
-        if name not in METHODS:
-            continue
-        curve = results[name]['losses']
-        levels = [k for k in curve if k.startswith(f'loss_{name}')]
-        if not levels:
-            continue
-        total = [(i, sum(curve[k][n][1] for k in levels))
-                 for n, (i, _) in enumerate(curve[levels[0]])]
-        ax_kd.plot([i for i, _ in total],
-                   [v / max(total[0][1], 1e-12) for _, v in total],
-                   label=f'{desc} ({len(levels)} levels)')
-    ax_kd.set_title('Distillation loss / its initial value')
-    ax_kd.set_xlabel('iteration')
-    ax_kd.legend(fontsize=8)
-    fig.suptitle(f'{title}: ' + ' / '.join(desc for _, _, desc in order))
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv=None) -> dict:

@@ -83,6 +83,12 @@ def load_model_cfg(spec: Union[dict, ConfigDict]) -> ConfigDict:
     return cfg.model
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP (or other MMEngine) wrapper, or ``model``."""
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
 def build_detector(spec: Union[dict, ConfigDict]) -> nn.Module:
     """Build a detector in MMDetection's scope from ``spec``.
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmdet.registry import MODELS
 from ..checkpoint import (CheckpointDownloadError, UnsafeCheckpointError,
-                          fit_state_dict, has_student, is_url, mismatch,
+                          fit_state_dict, has_student, is_url, load_weights,
                           read_checkpoint, state_dict_of)
 from ..losses.patch_cka import patch_cka, patch_count
 from .builder import build_detector
@@ -64,21 +64,16 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
             'not the teacher. Point model.teacher_ckpt at the teacher '
             'detector\'s own checkpoint; to use a distilled student as a '
             'teacher, export it first (tools/export_student.py).')
-    _, problem = mismatch(teacher, state)
-    if not problem:
-        broken = sorted(k for k, v in state.items()
-                        if v.is_floating_point() and not torch.isfinite(v).all())
-        if broken:
-            raise RuntimeError(
-                f'teacher_ckpt "{path}" holds NaN/Inf in {len(broken)} '
-                f'tensors ({broken[:5]}): the distillation losses of the '
-                'levels they feed would be NaN every step. Use a healthy '
-                'checkpoint of the teacher.')
-    if problem:
+    state, _ = fit_state_dict(teacher, state, path, max_unmatched=0,
+                              map_keys=False, what='the teacher architecture')
+    broken = sorted(k for k, v in state.items()
+                    if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:
         raise RuntimeError(
-            f'teacher_ckpt "{path}" does not match the teacher architecture: '
-            f'{problem}. Check that the teacher config is the one the '
-            'checkpoint was trained with.')
+            f'teacher_ckpt "{path}" holds NaN/Inf in {len(broken)} tensors '
+            f'({broken[:5]}): the distillation losses of the levels they '
+            'feed would be NaN every step. Use a healthy checkpoint of the '
+            'teacher.')
     teacher.load_state_dict(state, strict=True)
 
 
@@ -308,10 +303,7 @@ class FeatureDistiller(BaseModel):
         """
         super().init_weights()
         if self.student_ckpt is not None:
-            state = state_dict_of(read_checkpoint(self.student_ckpt),
-                                  self.student_ckpt)
-            state, _ = fit_state_dict(self.student, state, self.student_ckpt)
-            self.student.load_state_dict(state, strict=False)
+            load_weights(self.student, self.student_ckpt)
             MMLogger.get_current_instance().info(
                 f'Student initialised from {self.student_ckpt}')
         for prefix in self.inherit:

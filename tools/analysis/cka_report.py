@@ -63,16 +63,11 @@ def parse_args(argv=None):
 
 def load_student_weights(student: torch.nn.Module, path: str) -> None:
     """Load a student-only or a distiller checkpoint into ``student``."""
-    from pcka_det.checkpoint import (fit_keys, mismatch, read_checkpoint,
-                                     state_dict_of)
+    from pcka_det.checkpoint import load_weights
     if not osp.isfile(path):
         raise FileNotFoundError(f'--student-ckpt "{path}" does not exist')
-    state, _ = fit_keys(student, state_dict_of(read_checkpoint(path), path))
-    _, problem = mismatch(student, state)
-    if problem:
-        raise RuntimeError(f'--student-ckpt "{path}" does not match the '
-                           f'config\'s student: {problem}')
-    student.load_state_dict(state)
+    load_weights(student, path, max_unmatched=0,
+                 what="the config's student")
 
 
 def level_specs(distiller, default_patch: int) -> Dict[str, tuple]:

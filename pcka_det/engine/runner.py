@@ -1,22 +1,20 @@
 """MMEngine's Runner with the checks a distillation run needs."""
 import math
 import os.path as osp
-import re
 
 from mmengine.hooks import CheckpointHook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import load_state_dict
 
-from .checkpoint import (CorruptCheckpointError, fit_state_dict,
-                         newest_readable, read_checkpoint, state_dict_of)
-from .datasets import training_scale
+from ..checkpoint import (CorruptCheckpointError, fit_checkpoint,
+                          newest_readable, read_checkpoint)
+from ..datasets import training_scale
+from ..models import FeatureDistiller, unwrap_model
+from .guarded_optim_wrapper import GuardedOptimWrapper
 from .hooks import (AtomicCheckpointHook, ExportStudentHook,
                     NonFiniteGuardHook)
-from .models import FeatureDistiller
-from .optim import GuardedOptimWrapper
 from .train_loop import ExactResumeEpochBasedTrainLoop
 
 
@@ -71,16 +69,16 @@ class DistillRunner(Runner):
     * A ``FeatureDistiller`` run gets an ``ExportStudentHook`` whatever its
       ``custom_hooks`` list says.
     * Checkpoints are written atomically and in order
-      (:class:`~pcka_det.hooks.AtomicCheckpointHook` replaces MMEngine's
+      (:class:`~pcka_det.engine.hooks.AtomicCheckpointHook` replaces MMEngine's
       ``CheckpointHook``, same arguments): a kill while saving never loses
       the previous checkpoint nor leaves ``last_checkpoint`` naming a
       broken file.
     * A plain ``OptimWrapper`` becomes a
-      :class:`~pcka_det.optim.GuardedOptimWrapper` (a non-finite gradient
-      skips the step) and :class:`~pcka_det.hooks.NonFiniteGuardHook` logs
+      :class:`~pcka_det.engine.GuardedOptimWrapper` (a non-finite gradient
+      skips the step) and :class:`~pcka_det.engine.hooks.NonFiniteGuardHook` logs
       the skips and stops a run whose skips go on.
     * ``EpochBasedTrainLoop`` becomes
-      :class:`~pcka_det.train_loop.ExactResumeEpochBasedTrainLoop`: a run
+      :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`: a run
       resumed from an epoch or iteration checkpoint continues where it
       stopped, with the saved random states.
     * ``train()`` first runs the distiller's pre-flight check
@@ -101,8 +99,7 @@ class DistillRunner(Runner):
                                                  interval=1)))
         custom_hooks = [atomic_checkpoint_cfg(h) for h in custom_hooks or []]
         super().register_hooks(default_hooks, custom_hooks)
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
+        model = unwrap_model(self.model)
         if isinstance(model, FeatureDistiller) and not any(
                 isinstance(h, ExportStudentHook) for h in self.hooks):
             self.register_hook(ExportStudentHook(), priority='VERY_LOW')
@@ -132,8 +129,7 @@ class DistillRunner(Runner):
 
     def train(self):
         """Pre-flight check of a distiller, then MMEngine's training."""
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
+        model = unwrap_model(self.model)
         if isinstance(model, FeatureDistiller):
             check_pretrained_sources(model.student)
             (h, w), source = training_scale(self.cfg)
@@ -219,13 +215,9 @@ class DistillRunner(Runner):
             checkpoint = preloaded[1]  # read (and checked) by resume()
         else:
             checkpoint = read_checkpoint(filename, map_location)
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
-        state = state_dict_of(checkpoint, filename)
-        for pattern, replacement in revise_keys:
-            state = {re.sub(pattern, replacement, k): v
-                     for k, v in state.items()}
-        state, note = fit_state_dict(model, state, filename)
+        model = unwrap_model(self.model)
+        state, note = fit_checkpoint(model, checkpoint, filename,
+                                     revise_keys=revise_keys)
         if note:
             self.logger.info(f'{filename} is {note}.')
         # Hooks see the weights under the model's own key names: EMAHook

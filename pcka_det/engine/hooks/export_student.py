@@ -6,7 +6,7 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import Runner
 
 from mmdet.registry import HOOKS
-from ..export import export_student
+from ...export import export_student
 
 
 def _checkpoints_to_export(runner: Runner) -> Dict[str, str]:

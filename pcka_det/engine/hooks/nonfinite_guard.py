@@ -6,6 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmdet.registry import HOOKS
+from ...models.builder import unwrap_model
 
 
 def batch_ids(data_batch) -> List:
@@ -21,7 +22,7 @@ def batch_ids(data_batch) -> List:
 
 @HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
-    """Log every step :class:`~pcka_det.optim.GuardedOptimWrapper` skipped
+    """Log every step :class:`~pcka_det.engine.GuardedOptimWrapper` skipped
     (non-finite gradients) and stop the run when they go on.
 
     Also stops when one distillation level has been non-finite (and hence
@@ -75,8 +76,7 @@ class NonFiniteGuardHook(Hook):
                     'the last checkpoint holds finite weights.')
         else:
             self.consecutive = 0
-        model = runner.model.module if hasattr(runner.model, 'module') \
-            else runner.model
+        model = unwrap_model(runner.model)
         streaks = getattr(model, 'nonfinite_streaks', None)
         if streaks:
             name, streak = max(streaks().items(), key=lambda kv: kv[1])

@@ -21,7 +21,7 @@ class GuardedOptimWrapper(OptimWrapper):
     step is skipped, the normalisation layers' running statistics that the
     bad forward pass updated are put back as they were before it,
     ``train/skipped_steps`` counts the skips in the log, and
-    ``last_skipped`` tells :class:`~pcka_det.hooks.NonFiniteGuardHook`,
+    ``last_skipped`` tells :class:`~pcka_det.engine.hooks.NonFiniteGuardHook`,
     which stops a run whose skips go on.
 
     The norm is taken after the backward pass, i.e. after DDP's all-reduce,

@@ -44,7 +44,7 @@ class ExactResumeEpochBasedTrainLoop(EpochBasedTrainLoop):
       at ``max_epochs`` with the same number of iterations as an
       uninterrupted one.
     * The random states saved in the checkpoint (``rng_state``, written by
-      :class:`~pcka_det.hooks.AtomicCheckpointHook`) are restored where the
+      :class:`~pcka_det.engine.hooks.AtomicCheckpointHook`) are restored where the
       interrupted run stood when it saved: after the skipped batches, or
       before the next epoch's first batch.
 

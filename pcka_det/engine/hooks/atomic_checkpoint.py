@@ -15,7 +15,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
 from mmdet.registry import HOOKS
-from ..fileio import atomic_write_text, fsync_replace
+from ...fileio import atomic_write_text, fsync_replace
 from ..train_loop import rng_state
 
 TMP_SUFFIX = '.tmp'
@@ -51,7 +51,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Store the random states, for an exact resume (see
-        :class:`~pcka_det.train_loop.ExactResumeEpochBasedTrainLoop`)."""
+        :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`)."""
         checkpoint['rng_state'] = rng_state()
 
     def _is_local(self) -> bool:

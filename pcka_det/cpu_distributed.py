@@ -1,10 +1,6 @@
-"""Version shims, each one small and explained.
-
-(Checkpoints need none: ``pcka_det.checkpoint.read_checkpoint`` passes
-``weights_only`` explicitly, ``True`` for URLs and ``False`` for the local
-MMEngine checkpoints a user points at, instead of the process-wide
-``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.)
-"""
+"""Let MMEngine's ``pytorch`` launcher start on CPUs: the one MMEngine patch
+pcka_det applies, and only when a CPU-only run asks for it (``tools/train.py
+--launcher pytorch`` on a machine without CUDA)."""
 
 
 def allow_cpu_distributed() -> None:

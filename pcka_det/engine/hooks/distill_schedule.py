@@ -3,9 +3,9 @@ import math
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
+from ...models.builder import unwrap_model
 
 
 def schedule_factor(iteration: int, epoch: int, max_iters: int,
@@ -83,8 +83,7 @@ class DistillLossScheduleHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'distill_scale'):
             raise TypeError('DistillLossScheduleHook needs a FeatureDistiller'
                             f' model, got {type(model).__name__}')

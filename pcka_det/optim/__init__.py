@@ -1,3 +1,0 @@
-from .guarded_optim_wrapper import GuardedOptimWrapper
-
-__all__ = ['GuardedOptimWrapper']
