@@ -1,81 +1,24 @@
 """A frozen teacher distilled into a trainable student, as one mmdet model."""
 import copy
-import logging
-import os
-import os.path as osp
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from ..checkpoint import (CheckpointDownloadError, UnsafeCheckpointError,
-                          fit_state_dict, has_student, is_url, load_weights,
-                          read_checkpoint, state_dict_of)
+from ..checkpoint import load_weights
 from ..losses.patch_cka import patch_cka, patch_count
 from .builder import build_detector
 from .recorders import ModuleOutputRecorder, get_module, recording
-from .teacher_inputs import TeacherInputs, describe
+from .teacher import FrozenTeacher
+from .teacher_inputs import TeacherInputs
 
 NONFINITE_POLICIES = ('skip', 'raise')
 SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize')
 RESIZE_MODES = ('bilinear', 'nearest')
-TEACHER_DTYPES = {None: torch.float32, 'fp32': torch.float32,
-                  'fp16': torch.float16, 'bf16': torch.bfloat16}
-
-
-def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
-    """Load ``path`` into ``teacher`` strictly, failing with clear messages.
-
-    Args:
-        teacher (nn.Module): The teacher detector.
-        path (str): Local path or URL of an mmdet checkpoint (URLs are read
-            with ``weights_only=True``, see :mod:`pcka_det.checkpoint`).
-    """
-    if not is_url(path) and osp.isdir(path):
-        found = sorted(n for n in os.listdir(path) if n.endswith('.pth'))
-        raise IsADirectoryError(
-            f'teacher_ckpt "{path}" is a directory; set model.teacher_ckpt '
-            'to the checkpoint file'
-            + (f' (it holds {found[:5]})' if found else ' (it holds no .pth '
-               'file)') + '.')
-    if not is_url(path) and not osp.isfile(path):
-        raise FileNotFoundError(f'teacher_ckpt "{path}" does not exist')
-    try:
-        ckpt = read_checkpoint(path)
-    except CheckpointDownloadError as e:
-        raise CheckpointDownloadError(
-            f'teacher_ckpt: {e} Set model.teacher_ckpt to a local file.'
-        ) from e
-    except UnsafeCheckpointError:
-        raise
-    except Exception as e:
-        raise RuntimeError(
-            f'teacher_ckpt "{path}" could not be read ({type(e).__name__}: '
-            f'{e}); is it a complete PyTorch checkpoint?') from e
-    state = state_dict_of(ckpt, path)
-    if has_student(state) and not has_student(teacher.state_dict()):
-        raise RuntimeError(
-            f'teacher_ckpt "{path}" is a FeatureDistiller checkpoint (its '
-            'weights are under "student."): it holds a distilled student, '
-            'not the teacher. Point model.teacher_ckpt at the teacher '
-            'detector\'s own checkpoint; to use a distilled student as a '
-            'teacher, export it first (tools/export_student.py).')
-    state, _ = fit_state_dict(teacher, state, path, max_unmatched=0,
-                              map_keys=False, what='the teacher architecture')
-    broken = sorted(k for k, v in state.items()
-                    if v.is_floating_point() and not torch.isfinite(v).all())
-    if broken:
-        raise RuntimeError(
-            f'teacher_ckpt "{path}" holds NaN/Inf in {len(broken)} tensors '
-            f'({broken[:5]}): the distillation losses of the levels they '
-            'feed would be NaN every step. Use a healthy checkpoint of the '
-            'teacher.')
-    teacher.load_state_dict(state, strict=True)
-
 
 @MODELS.register_module()
 class FeatureDistiller(BaseModel):
@@ -147,53 +90,11 @@ class FeatureDistiller(BaseModel):
             data_preprocessor=student_model.data_preprocessor,
             init_cfg=init_cfg)
         self.student = student_model
-        # Building the teacher must not advance the global RNG: with the same
-        # seed the student is then initialised exactly as when trained alone.
-        with torch.random.fork_rng():
-            teacher_model = build_detector(teacher)
-        if teacher_ckpt is None:
-            if not allow_random_teacher:
-                raise ValueError(
-                    'FeatureDistiller: model.teacher_ckpt is None, so the '
-                    'student would be distilled from a randomly initialised '
-                    'teacher. Set model.teacher_ckpt to the teacher\'s '
-                    'checkpoint (file or URL); allow_random_teacher=True '
-                    'accepts a random teacher (tests, benchmarks).')
-            print_log('FeatureDistiller: teacher_ckpt is None, the teacher '
-                      'keeps random weights (allow_random_teacher=True). Use '
-                      'this only in tests and benchmarks.', logger='current',
-                      level=logging.WARNING)
-        else:
-            load_teacher_checkpoint(teacher_model, teacher_ckpt)
-        teacher_model.eval()
-        teacher_model.requires_grad_(False)
-        if teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f'teacher_dtype must be one of '
-                             f'{sorted(TEACHER_DTYPES, key=str)}, got '
-                             f'"{teacher_dtype}"')
-        self.teacher_dtype = TEACHER_DTYPES[teacher_dtype]
-        self.teacher_memory_format = (torch.channels_last
-                                      if teacher_channels_last else
-                                      torch.contiguous_format)
-        # Bypass nn.Module registration on purpose (see class docstring).
-        object.__setattr__(self, 'teacher', teacher_model)
+        self.frozen_teacher = FrozenTeacher(
+            teacher, teacher_ckpt, student_model.data_preprocessor,
+            dtype=teacher_dtype, channels_last=teacher_channels_last,
+            allow_random=allow_random_teacher)
         self.teacher_ckpt = teacher_ckpt
-        self.teacher_inputs = None
-        if TeacherInputs.needed(student_model.data_preprocessor,
-                                teacher_model.data_preprocessor):
-            self.teacher_inputs = TeacherInputs(
-                student_model.data_preprocessor,
-                teacher_model.data_preprocessor)
-            MMLogger.get_current_instance().info(
-                'FeatureDistiller: the teacher normalises its inputs '
-                f'differently ({describe(teacher_model.data_preprocessor)}) '
-                'from the student '
-                f'({describe(student_model.data_preprocessor)}); the batch '
-                'is re-normalised for the teacher.')
-        # after TeacherInputs read the teacher's normalisation in full
-        # precision
-        teacher_model.to(dtype=self.teacher_dtype,
-                         memory_format=self.teacher_memory_format)
 
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f'nonfinite must be one of {NONFINITE_POLICIES}, '
@@ -326,13 +227,14 @@ class FeatureDistiller(BaseModel):
     def _apply(self, fn, *args, **kwargs):
         # Move/cast the unregistered teacher together with the distiller.
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        self.frozen_teacher.model._apply(fn, *args, **kwargs)
         return self
 
     def __deepcopy__(self, memo: dict) -> 'FeatureDistiller':
         # A copy (e.g. EMAHook's averaged model) shares the frozen teacher
         # and its recorders: one teacher in memory, and nothing of it is
         # averaged (it is outside the module tree, hence the state dict).
+        memo[id(self.frozen_teacher)] = self.frozen_teacher
         memo[id(self.teacher)] = self.teacher
         for recorder in self.teacher_recorders.values():
             memo[id(recorder)] = recorder
@@ -379,17 +281,22 @@ class FeatureDistiller(BaseModel):
         return recording([*self.student_recorders.values(),
                           *self.teacher_recorders.values()])
 
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher detector (outside the module tree)."""
+        return self.frozen_teacher.model
+
+    @property
+    def teacher_inputs(self) -> Optional[TeacherInputs]:
+        """The teacher's input re-normalisation (None when it normalises
+        like the student)."""
+        return self.frozen_teacher.inputs
+
     def teacher_features(self, inputs: Tensor,
                          data_samples: Optional[list] = None) -> None:
-        """Run the teacher's backbone and neck on its own normalisation of
-        the batch; its (armed) recorders fill up."""
-        self.teacher.eval()
-        with torch.no_grad():
-            if self.teacher_inputs is not None:
-                inputs = self.teacher_inputs(inputs, data_samples)
-            self.teacher.extract_feat(inputs.to(
-                dtype=self.teacher_dtype,
-                memory_format=self.teacher_memory_format))
+        """Run the teacher's backbone and neck (see
+        :meth:`FrozenTeacher.extract_feat`); its armed recorders fill up."""
+        self.frozen_teacher.extract_feat(inputs, data_samples)
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Detection losses of the student plus one loss per distilled level.
