@@ -106,7 +106,7 @@ def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt, capsys):
             assert 0 <= level[key]['mean'] <= 1
     assert len(a['cross_level_cka']) == 4
     assert all(len(row) == 4 for row in a['cross_level_cka'])
-    with pytest.raises(RuntimeError, match='does not match'):
+    with pytest.raises(RuntimeError, match="does not fit the config's student"):
         cka_report.main([str(user_cfg), '--teacher-ckpt',
                          opts['model.teacher_ckpt'], '--student-ckpt',
                          opts['model.teacher_ckpt'], '--out-dir', str(out)])

@@ -31,7 +31,7 @@ def make_inputs(batch, channels, device):
 
 def step(impl, feats, patch_size, inter):
     """One training step's loss over the levels: forward + backward."""
-    from pcka_det.losses import PatchCKALoss, to_patches
+    from pcka_det.losses import PatchCKALoss, patch_count, to_patches
     from pcka_det.losses.reference import per_channel_reference
     loss = PatchCKALoss(patch_size, 10.0, 10.0 if inter else None)
     total = 0
@@ -41,7 +41,7 @@ def step(impl, feats, patch_size, inter):
             continue
         intra, inter_sim = per_channel_reference(
             to_patches(s, patch_size), to_patches(t, patch_size))
-        if s.shape[-2] <= patch_size and s.shape[-1] <= patch_size:
+        if patch_count(s, patch_size) == 1:
             intra = torch.ones_like(intra)  # the official code crashes
         total = total + loss.combine(intra, inter_sim if inter else None)
     total.backward()

@@ -2,11 +2,13 @@ from .cka import CKALoss, cka
 from .cwd import ChannelWiseDivergence, channel_kl
 from .fitnet import FeatureMSELoss
 from .kernels import gram_alignments
-from .patch_cka import PatchCKALoss, patch_cka, to_patches
+from .patch_cka import (PatchCKALoss, fitting_patch_size, patch_count,
+                        patch_cka, to_patches)
 from .pkd import PKDLoss, pearson_channels
 
 __all__ = [
     'CKALoss', 'cka', 'ChannelWiseDivergence', 'channel_kl',
-    'FeatureMSELoss', 'gram_alignments', 'PatchCKALoss', 'patch_cka',
+    'FeatureMSELoss', 'gram_alignments', 'PatchCKALoss', 'fitting_patch_size',
+    'patch_count', 'patch_cka',
     'to_patches', 'PKDLoss', 'pearson_channels'
 ]

@@ -19,6 +19,21 @@ def patch_count(feat: Tensor, patch_size: int) -> int:
     return math.ceil(h / patch_size) * math.ceil(w / patch_size)
 
 
+def fitting_patch_size(patch_size: int, size) -> int:
+    """``patch_size`` capped at half the shorter side of ``size = (H, W)``
+    (at least 1): the patch the alignment metrics (training log, CKA
+    report) use, so that a small level still gives several patches.
+
+    Args:
+        patch_size (int): The configured patch side.
+        size (tuple[int, int]): ``(H, W)`` of the level.
+
+    Returns:
+        int: The patch side to use.
+    """
+    return min(patch_size, max(1, min(size) // 2))
+
+
 def to_patches(feat: Tensor, patch_size: int) -> Tensor:
     """Cut a feature map into patches, one row per patch, per channel.
 

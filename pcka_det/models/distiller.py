@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mmdet.registry import MODELS
 from ..checkpoint import load_weights
-from ..losses.patch_cka import patch_cka, patch_count
+from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
 from .builder import build_detector
 from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher import FrozenTeacher
@@ -510,7 +510,8 @@ class FeatureDistiller(BaseModel):
         """PCKA intra and inter similarity of one distilled level, to log.
 
         Uses the level's ``PatchCKALoss`` patch size and centring, or the
-        official 16-cell uncentred patches for other losses.
+        official 16-cell uncentred patches for other losses, capped by
+        :func:`fitting_patch_size` as the CKA report does.
 
         Args:
             name (str): Key of ``distill_losses``.
@@ -524,9 +525,10 @@ class FeatureDistiller(BaseModel):
         """
         loss = self.distill_losses[name]
         s_feat, t_feat = self.paired_features(name, s_feat, t_feat)
-        intra, inter = patch_cka(
-            s_feat, t_feat, getattr(loss, 'patch_size', 16),
-            getattr(loss, 'centered', False))
+        patch = fitting_patch_size(getattr(loss, 'patch_size', 16),
+                                   t_feat.shape[2:])
+        intra, inter = patch_cka(s_feat, t_feat, patch,
+                                 getattr(loss, 'centered', False))
         return {f'distill/{name}_intra': intra.mean(),
                 f'distill/{name}_inter': inter.mean()}
 

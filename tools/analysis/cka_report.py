@@ -82,19 +82,13 @@ def level_specs(distiller, default_patch: int) -> Dict[str, tuple]:
     return specs
 
 
-def used_patch_size(patch: int, size) -> int:
-    """The patch side the report uses on a level of ``size = (H, W)``:
-    ``patch``, capped at half the shorter side, at least 1."""
-    return min(patch, max(1, min(size) // 2))
-
-
 def level_metrics(s: torch.Tensor, t: torch.Tensor, patch: int) -> dict:
     """PCKA intra/inter and plain CKA between two ``(B, C, H, W)`` maps,
     and the ``patch_size`` used (None when the widths differ)."""
-    from pcka_det.losses import cka, patch_cka
+    from pcka_det.losses import cka, fitting_patch_size, patch_cka
     out = {}
     if s.shape[1] == t.shape[1]:
-        patch = used_patch_size(patch, t.shape[2:])
+        patch = fitting_patch_size(patch, t.shape[2:])
         intra, inter = patch_cka(s, t, patch, inter=True)
         out.update(pcka_intra=intra.mean().item(),
                    pcka_inter=inter.mean().item(), patch_size=patch)
