@@ -41,11 +41,16 @@ class GuardedOptimWrapper(OptimWrapper):
     def optim_context(self, model: nn.Module):
         """MMEngine's context (entered around the forward pass), keeping a
         copy of the running statistics (BN) the forward pass updates."""
-        self._stats = [(buf, buf.clone()) for module in model.modules()
-                       if isinstance(module, _NormBase)
-                       for buf in (module.running_mean, module.running_var,
-                                   module.num_batches_tracked)
-                       if buf is not None]
+        # at the first forward pass of an update (gradient accumulation:
+        # of its window), so that a skip undoes every pass it drops
+        if self._inner_count % self._accumulative_counts == 0 or \
+                not self._stats:
+            self._stats = [(buf, buf.clone()) for module in model.modules()
+                           if isinstance(module, _NormBase)
+                           for buf in (module.running_mean,
+                                       module.running_var,
+                                       module.num_batches_tracked)
+                           if buf is not None]
         with super().optim_context(model):
             yield
 
