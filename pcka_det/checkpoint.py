@@ -62,7 +62,8 @@ def _safe_globals() -> list:
         allowed += [fn, (fn, f'numpy.core.multiarray.{name}'),
                     (fn, f'numpy._core.multiarray.{name}')]
     allowed += [type(np.dtype(t)) for t in
-                ('f2', 'f4', 'f8', 'i1', 'i2', 'i4', 'i8', 'u1', 'b1')]
+                ('f2', 'f4', 'f8', 'i1', 'i2', 'i4', 'i8', 'u1', 'u4', 'u8',
+                 'b1')]
     return allowed
 
 
@@ -154,8 +155,7 @@ def load_local(path: str, map_location='cpu') -> Dict:
     try:
         return torch.load(path, map_location=map_location,
                           weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError,
-            OSError) as e:
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
         size = osp.getsize(path)
         raise CorruptCheckpointError(
             f'Checkpoint "{path}" ({size} bytes) is truncated or corrupt: '

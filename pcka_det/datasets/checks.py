@@ -40,6 +40,9 @@ ANN_CAUSES = {
                 'check the boxes and the images\' width and height'),
     'category': ('have a category_id that is not one of the dataset\'s '
                  'classes, which CocoDataset drops', None),
+    'unselected': ('belong to categories of the file that metainfo.classes '
+                   'leaves out, which CocoDataset drops',
+                   'nothing to do if those classes are left out on purpose'),
 }
 # Why an image is lost: (what, how to fix); {key} is the dataset's key.
 IMG_CAUSES = {
@@ -60,20 +63,26 @@ IMG_CAUSES = {
 }
 # Losses that are mmdet's documented default, not a broken file: images with
 # no annotation at all (background images, 0.9 % of COCO train2017) are
-# dropped by filter_empty_gt=True. Always a warning, whatever their share.
-BENIGN = ('unlabelled', )
+# dropped by filter_empty_gt=True, and a config that trains on a subset of
+# the file's categories (metainfo.classes) drops the others. Always a
+# warning, whatever their share. A category_id that is not in the file's
+# categories at all stays an error.
+BENIGN = ('unlabelled', 'unselected')
 
 
 def _join(root, path):
     return path if not root or osp.isabs(path) else osp.join(root, path)
 
 
-def check_coco_file(path: str, key: str) -> Optional[dict]:
+def check_coco_file(path: str, key: str,
+                    test_mode: bool = False) -> Optional[dict]:
     """Raise if ``path`` is missing or is not a COCO detection file.
 
     Args:
         path (str): Annotation file.
         key (str): Config key it came from, for the message.
+        test_mode (bool): A test set, which may have no annotations
+            (COCO test-dev's ``image_info_test-dev2017.json``).
 
     Returns:
         dict, optional: The parsed file, or None if it was too large to
@@ -98,6 +107,8 @@ def check_coco_file(path: str, key: str) -> Optional[dict]:
         raise ValueError(
             f'{key}: "{path}" is not a JSON file ({e}); CocoDataset needs '
             'COCO-format annotations.') from e
+    if test_mode and isinstance(data, dict) and 'annotations' not in data:
+        data = dict(data, annotations=[])
     missing = [k for k in COCO_KEYS
                if not isinstance(data, dict) or
                not isinstance(data.get(k), list)]
@@ -106,6 +117,17 @@ def check_coco_file(path: str, key: str) -> Optional[dict]:
             f'{key}: "{path}" is not COCO format: no {missing} list(s). '
             f'A COCO detection file is a dict with {list(COCO_KEYS)}.')
     return data
+
+
+def _is_coco(dataset) -> bool:
+    """Whether the dataset reads COCO files as ``CocoDataset`` does (LVIS
+    and other formats are left to mmdet)."""
+    from mmdet.datasets import CocoDataset
+    from mmdet.registry import DATASETS
+    kind = dataset.get('type', 'CocoDataset')
+    cls = kind if isinstance(kind, type) else DATASETS.get(kind)
+    return (cls is not None and issubclass(cls, CocoDataset)
+            and 'LVIS' not in cls.__name__)
 
 
 def _loads_masks(pipeline) -> bool:
@@ -274,6 +296,12 @@ def _fix(cause: str, what: str, key: str, data: dict, dataset,
     return fix.format(key=key)
 
 
+def _picks_classes(dataset) -> bool:
+    """Whether the config sets ``metainfo.classes`` itself: training on a
+    subset of the file's categories drops the others on purpose."""
+    return bool((dataset.get('metainfo') or {}).get('classes'))
+
+
 def _over_limit(problems: Dict[str, list], what: str, total: int,
                 fatal: Iterable[str]) -> bool:
     """Whether ``problems`` hold a fatal cause or lose more than
@@ -281,7 +309,8 @@ def _over_limit(problems: Dict[str, list], what: str, total: int,
     if any(problems[cause] for cause in fatal):
         return True
     if what == 'annotations':  # one cause each
-        lost = sum(map(len, problems.values()))
+        lost = sum(len(found) for cause, found in problems.items()
+                   if cause not in BENIGN)
     else:  # an image may have several
         lost = len({entry[0] for cause, found in problems.items()
                     if cause not in BENIGN for entry in found})
@@ -313,6 +342,15 @@ def check_coco_content(data: dict, dataset, key: str, ann_file: str,
             'annotation file of the split, or regenerate it.')
     ann_problems, in_classes, with_box = _annotation_problems(
         data, class_ids(data, dataset))
+    if _picks_classes(dataset):  # the file's own categories, left out
+        known = {c.get('id') for c in data['categories'] if isinstance(c, dict)}
+        cat_of = {a.get('id'): a.get('category_id')
+                  for a in data['annotations'] if isinstance(a, dict)}
+        found = ann_problems['category']
+        ann_problems['unselected'] = [e for e in found
+                                      if cat_of.get(e[0]) in known]
+        ann_problems['category'] = [e for e in found
+                                    if cat_of.get(e[0]) not in known]
     img_fatal = ['malformed']
     if dataset.get('test_mode', False) or \
             not _skips_missing_images(dataset.get('pipeline')):
@@ -328,13 +366,14 @@ def check_coco_content(data: dict, dataset, key: str, ann_file: str,
             if not found:
                 continue
             msg = f'{head} {_describe(cause, found, total, what)}'
-            if over and cause not in BENIGN:
+            benign = cause in BENIGN
+            if over and not benign:
                 errors.append(msg + '. Fix: ' + _fix(
                     cause, what, key, data, dataset, img_dir))
             else:
                 warnings.append(msg + '; going on without them' + (
                     f' ({_fix(cause, what, key, data, dataset, img_dir)})'
-                    if cause in BENIGN else '') + '.')
+                    if benign else '') + '.')
     if errors:
         raise ValueError('\n'.join(errors) + (
             f'\n(At most {MAX_DROPPED_FRACTION:.0%} of the annotations and '
@@ -398,7 +437,14 @@ def check_dataset(dataset, key: str, log: bool = True) -> List[str]:
             f'{key}.data_root: "{root}" does not exist. Fix the path in '
             'the config or with --cfg-options.')
     ann_file = _join(root, dataset.ann_file)
-    data = check_coco_file(ann_file, f'{key}.ann_file')
+    if not _is_coco(dataset):
+        if not osp.exists(ann_file):
+            raise FileNotFoundError(
+                f'{key}.ann_file: annotation file "{ann_file}" does not '
+                'exist. Fix the path in the config or with --cfg-options.')
+        return []  # another format (VOC, LVIS, ...): mmdet reads it
+    test_mode = bool(dataset.get('test_mode', False))
+    data = check_coco_file(ann_file, f'{key}.ann_file', test_mode)
     if data is not None and _loads_masks(dataset.get('pipeline')):
         # mmdet would fail at the first sample with KeyError: 'mask'
         bare = sum('segmentation' not in a for a in data['annotations'])

@@ -24,10 +24,13 @@ def _smallest(scales) -> Optional[Tuple[int, int]]:
     return min(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
 
 
-def training_scale(cfg: Config) -> Tuple[Tuple[int, int], str]:
+def training_scale(cfg: Config, preprocessor=None
+                   ) -> Tuple[Tuple[int, int], str]:
     """The smallest ``(H, W)`` image of the training pipeline.
 
-    A ``Pad`` to a fixed size (RTMDet) or a ``RandomCrop`` wins; otherwise the
+    A fixed batch size of the model's preprocessor (``BatchFixedSizePad``,
+    the LSJ configs; the smallest ``BatchSyncRandomResize``, YOLOX) wins,
+    then a ``Pad`` to a fixed size (RTMDet) or a ``RandomCrop``; otherwise the
     smallest scale of a ``Resize``, ``RandomResize`` (times the lowest
     ``ratio_range``) or ``RandomChoiceResize``, landscape (``H <= W``). The
     smallest size is the one where a level has the fewest cells, hence where
@@ -35,10 +38,21 @@ def training_scale(cfg: Config) -> Tuple[Tuple[int, int], str]:
 
     Args:
         cfg (Config): A full training config.
+        preprocessor (nn.Module, optional): The (student's) built data
+            preprocessor, whose ``batch_augments`` may fix the batch size.
 
     Returns:
         tuple: ``(H, W)`` and where it came from (for the log).
     """
+    for aug in getattr(preprocessor, 'batch_augments', None) or []:
+        size = getattr(aug, 'size', None)  # BatchFixedSizePad
+        if type(aug).__name__ == 'BatchFixedSizePad' and _hw(size):
+            return (int(size[0]), int(size[1])), \
+                'BatchFixedSizePad of the preprocessor'
+        low = getattr(aug, '_random_size_range', None)
+        if type(aug).__name__ == 'BatchSyncRandomResize' and low:
+            side = int(low[0] * getattr(aug, '_size_divisor', 1))
+            return (side, side), 'BatchSyncRandomResize of the preprocessor'
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
     while 'pipeline' not in dataset and 'dataset' in dataset:
         dataset = dataset['dataset']

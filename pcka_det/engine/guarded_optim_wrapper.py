@@ -41,6 +41,7 @@ class GuardedOptimWrapper(OptimWrapper):
     def optim_context(self, model: nn.Module):
         """MMEngine's context (entered around the forward pass), keeping a
         copy of the running statistics (BN) the forward pass updates."""
+        self.last_skipped = False  # set by step(), for this iteration only
         # at the first forward pass of an update (gradient accumulation:
         # of its window), so that a skip undoes every pass it drops
         if self._inner_count % self._accumulative_counts == 0 or \

@@ -132,7 +132,8 @@ class DistillRunner(Runner):
         model = unwrap_model(self.model)
         if isinstance(model, FeatureDistiller):
             check_pretrained_sources(model.student)
-            (h, w), source = training_scale(self.cfg)
+            (h, w), source = training_scale(self.cfg,
+                                            model.data_preprocessor)
             divisor = getattr(model.data_preprocessor, 'pad_size_divisor',
                               1) or 1
             size = (math.ceil(h / divisor) * divisor,
@@ -148,18 +149,26 @@ class DistillRunner(Runner):
         """MMEngine's resume, from the newest checkpoint that can be read.
 
         ``filename`` (``--resume PATH``, or what ``last_checkpoint`` names)
-        is read first. If it is missing, truncated or corrupt, the newest
-        readable ``epoch_*.pth`` / ``iter_*.pth`` next to it is used, with a
-        warning naming both; with ``resume_fallback = False`` in the config
-        that is an error naming both instead.
+        is read first. If it is truncated or corrupt (or, for ``--resume``
+        without a path, missing), the newest readable ``epoch_*.pth`` /
+        ``iter_*.pth`` next to it is used, with a warning naming both; with
+        ``resume_fallback = False`` in the config that is an error naming
+        both instead. Every rank restores its own random states.
         """
+        checkpoint, e = None, None
         try:
             checkpoint = read_checkpoint(filename)
-        except (FileNotFoundError, CorruptCheckpointError) as e:
+        except FileNotFoundError as err:
+            if self._load_from is not None:  # --resume PATH: a typo?
+                raise
+            e = err
+        except CorruptCheckpointError as err:
+            e = err
+        if checkpoint is None:
             fallback, checkpoint = newest_readable(
                 osp.dirname(osp.abspath(filename)), exclude=filename)
             if fallback is None:
-                raise
+                raise e
             if not self.cfg.get('resume_fallback', True):
                 raise RuntimeError(
                     f'Cannot resume from "{filename}": {e} The newest '
@@ -177,7 +186,8 @@ class DistillRunner(Runner):
         finally:
             self._preloaded = None
         if isinstance(self._train_loop, ExactResumeEpochBasedTrainLoop):
-            self._train_loop.pending_rng_state = checkpoint.get('rng_state')
+            self._train_loop.pending_rng_state = self._own_rng_state(
+                checkpoint.get('rng_state'))
             loader = self.cfg.get('train_dataloader') or {}
             if checkpoint.get('rng_state') is None:
                 self.logger.warning(
@@ -192,6 +202,21 @@ class DistillRunner(Runner):
                     'augmentation after the resume differs from an '
                     'uninterrupted run (set persistent_workers=False for a '
                     'bit-exact resume).')
+
+    def _own_rng_state(self, states):
+        """This rank's random states from a checkpoint's list (one per rank
+        of the run that saved it)."""
+        if isinstance(states, dict):  # a single process's
+            states = [states]
+        if not states:
+            return None
+        if len(states) != self.world_size:
+            self.logger.warning(
+                f'The checkpoint was saved by {len(states)} processes, this '
+                f'run has {self.world_size}: the data order and random '
+                'augmentation after the resume differ from an uninterrupted '
+                'run.')
+        return states[min(self.rank, len(states) - 1)]
 
     def load_checkpoint(self,
                         filename: str,

@@ -31,7 +31,9 @@ def set_rng_state(state: Dict) -> None:
     np.random.set_state(state['numpy'])
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        # as many devices as both the saving and this process see
+        for i, cuda in enumerate(state['cuda'][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda, i)
 
 
 @LOOPS.register_module()

@@ -458,7 +458,8 @@ class FeatureDistiller(BaseModel):
         inputs = torch.randn(1, 3, *image_size,
                              generator=torch.Generator().manual_seed(0))
         inputs = inputs.to(device)
-        modes = [(m, m.training) for m in (self.student, self.connectors)]
+        modes = [(m, m.training) for m in (self.student, self.connectors,
+                                             self.distill_losses)]
         for module, _ in modes:
             module.eval()
         lines = []

@@ -11,12 +11,12 @@ import os
 import os.path as osp
 from typing import List
 
-from mmengine.dist import is_main_process
+from mmengine.dist import all_gather_object, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook
 
 from mmdet.registry import HOOKS
 from ...fileio import atomic_write_text, fsync_replace
-from ..train_loop import rng_state
+from ..train_loop import rng_state, set_rng_state
 
 TMP_SUFFIX = '.tmp'
 
@@ -38,6 +38,8 @@ class AtomicCheckpointHook(CheckpointHook):
     remote store) MMEngine's own behaviour is kept.
     """
 
+    _rng_states = None
+
     def before_train(self, runner) -> None:
         """MMEngine's set-up, then stale temporaries are removed."""
         super().before_train(runner)
@@ -50,9 +52,20 @@ class AtomicCheckpointHook(CheckpointHook):
                     'finish (the job was killed while saving).')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Store the random states, for an exact resume (see
+        """Store every rank's random states, for an exact resume (see
         :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`)."""
-        checkpoint['rng_state'] = rng_state()
+        checkpoint['rng_state'] = (self._rng_states if self._rng_states
+                                   else [rng_state()])
+
+    def before_val(self, runner) -> None:
+        """Validation must not move the training random streams (its
+        loaders draw from torch's), or a resumed run would differ."""
+        self._val_rng = rng_state()
+
+    def after_val(self, runner) -> None:
+        if getattr(self, '_val_rng', None) is not None:
+            set_rng_state(self._val_rng)
+            self._val_rng = None
 
     def _is_local(self) -> bool:
         return (self.file_client_args is None and '://' not in str(
@@ -72,6 +85,9 @@ class AtomicCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
+        # on every rank (save_checkpoint itself runs on rank 0 only)
+        self._rng_states = all_gather_object(rng_state()) \
+            if get_world_size() > 1 else [rng_state()]
         name = self.filename_tmpl.format(step)
         self.last_ckpt = osp.join(self.out_dir, name)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
