@@ -11,9 +11,11 @@ Two rules every load in pcka_det follows:
   ``student.``) and a plain detector, both ways, and a load that leaves more
   than :data:`MAX_UNMATCHED` keys unmatched is an error, not a warning.
 """
+import glob
 import os
 import os.path as osp
 import pickle
+import re
 from typing import Dict, Optional, Tuple
 from urllib.parse import urlparse
 
@@ -179,7 +181,6 @@ def newest_readable(folder: str, exclude: Optional[str] = None
         tuple: ``(path, checkpoint)``, or ``(None, None)`` if none is
         readable.
     """
-    import glob
     paths = glob.glob(osp.join(folder, 'epoch_*.pth')) + glob.glob(
         osp.join(folder, 'iter_*.pth'))
     paths = [p for p in paths if exclude is None or
@@ -336,7 +337,6 @@ def fit_checkpoint(model: nn.Module, checkpoint: Dict, source: str,
     Returns:
         tuple[dict, str]: The state dict to load and the mapping note.
     """
-    import re
     state = state_dict_of(checkpoint, source)
     for pattern, replacement in revise_keys:
         state = {re.sub(pattern, replacement, k): v for k, v in state.items()}
