@@ -1,8 +1,8 @@
 from .checks import check_coco_file, check_dataloaders
 from .synthetic import CLASSES, SyntheticConfig, generate_dataset
-from .training_scale import training_scale
+from .training_scale import padded_training_scale, training_scale
 
 __all__ = [
     'check_coco_file', 'check_dataloaders', 'CLASSES', 'SyntheticConfig',
-    'generate_dataset', 'training_scale'
+    'generate_dataset', 'padded_training_scale', 'training_scale'
 ]

@@ -84,3 +84,22 @@ def training_scale(cfg: Config, preprocessor=None
         return DEFAULT_SCALE, ('no size in the training pipeline; mmdet\'s '
                                'COCO scale assumed')
     return found
+
+
+def padded_training_scale(cfg: Config, preprocessor=None
+                          ) -> Tuple[Tuple[int, int], str]:
+    """:func:`training_scale` padded as the preprocessor pads a batch
+    (``pad_size_divisor``): the size the pre-flight check runs at.
+
+    Args:
+        cfg (Config): A full training config.
+        preprocessor (nn.Module, optional): The (student's) built data
+            preprocessor.
+
+    Returns:
+        tuple: ``(H, W)`` and where it came from.
+    """
+    (h, w), source = training_scale(cfg, preprocessor)
+    divisor = getattr(preprocessor, 'pad_size_divisor', 1) or 1
+    return (math.ceil(h / divisor) * divisor,
+            math.ceil(w / divisor) * divisor), source

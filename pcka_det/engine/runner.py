@@ -1,5 +1,4 @@
 """MMEngine's Runner with the checks a distillation run needs."""
-import math
 import os.path as osp
 
 from mmengine.hooks import CheckpointHook
@@ -10,7 +9,7 @@ from mmengine.runner.checkpoint import load_state_dict
 
 from ..checkpoint import (CorruptCheckpointError, fit_checkpoint,
                           newest_readable, read_checkpoint)
-from ..datasets import training_scale
+from ..datasets import padded_training_scale
 from ..models import FeatureDistiller, unwrap_model
 from .guarded_optim_wrapper import GuardedOptimWrapper
 from .hooks import (AtomicCheckpointHook, ExportStudentHook,
@@ -132,12 +131,8 @@ class DistillRunner(Runner):
         model = unwrap_model(self.model)
         if isinstance(model, FeatureDistiller):
             check_pretrained_sources(model.student)
-            (h, w), source = training_scale(self.cfg,
-                                            model.data_preprocessor)
-            divisor = getattr(model.data_preprocessor, 'pad_size_divisor',
-                              1) or 1
-            size = (math.ceil(h / divisor) * divisor,
-                    math.ceil(w / divisor) * divisor)
+            size, source = padded_training_scale(self.cfg,
+                                                 model.data_preprocessor)
             self.logger.info(f'Pre-flight image size {size[0]}x{size[1]} '
                              f'({source}).')
             model.preflight(size)

@@ -1,5 +1,6 @@
-from .builder import (build_detector, load_model_cfg, offline_distiller_cfg,
-                      resolve_config_path, unwrap_model)
+from .builder import (build_detector, head_num_classes, load_model_cfg,
+                      offline_distiller_cfg, resolve_config_path,
+                      unwrap_model)
 from .connectors import ConvConnector
 from .distiller import FeatureDistiller
 from .recorders import ModuleOutputRecorder, get_module, recording
@@ -7,7 +8,8 @@ from .teacher import FrozenTeacher, load_teacher_checkpoint
 from .teacher_inputs import TeacherInputs
 
 __all__ = [
-    'build_detector', 'load_model_cfg', 'offline_distiller_cfg',
+    'build_detector', 'head_num_classes', 'load_model_cfg',
+    'offline_distiller_cfg',
     'resolve_config_path', 'unwrap_model',
     'ConvConnector', 'FeatureDistiller', 'FrozenTeacher',
     'load_teacher_checkpoint',

@@ -1,7 +1,7 @@
 """Build a detector from an inline dict or a reference to a config file."""
 import copy
 import os.path as osp
-from typing import Union
+from typing import List, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.utils import get_installed_path
@@ -99,3 +99,22 @@ def build_detector(spec: Union[dict, ConfigDict]) -> nn.Module:
         nn.Module: The detector.
     """
     return MODELS.build(load_model_cfg(spec))
+
+
+def head_num_classes(detector: nn.Module) -> List[int]:
+    """The class counts of a detector's heads (the RPN excluded).
+
+    Args:
+        detector (nn.Module): An mmdet detector.
+
+    Returns:
+        list[int]: Sorted distinct ``num_classes`` of its head modules.
+    """
+    found = set()
+    for name, module in detector.named_modules():
+        if 'rpn' in name or 'loss' in name.rsplit('.', 1)[-1]:
+            continue
+        count = getattr(module, 'num_classes', None)
+        if isinstance(count, int) and not isinstance(count, bool):
+            found.add(count)
+    return sorted(found)

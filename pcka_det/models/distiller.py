@@ -1,6 +1,6 @@
 """A frozen teacher distilled into a trainable student, as one mmdet model."""
 import copy
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -433,7 +433,7 @@ class FeatureDistiller(BaseModel):
                 (~finite).float())
 
     @torch.no_grad()
-    def preflight(self, image_size: Tuple[int, int]) -> None:
+    def preflight(self, image_size: Tuple[int, int]) -> List[dict]:
         """Check every distilled level on one dummy image, before training.
 
         Runs the teacher's and the student's ``extract_feat`` (eval mode, no
@@ -447,6 +447,13 @@ class FeatureDistiller(BaseModel):
         Args:
             image_size (tuple[int, int]): ``(H, W)`` of the padded training
                 batch.
+
+        Returns:
+            list[dict]: Per level: ``name``, ``student`` and ``teacher``
+            feature shapes (the student's as recorded, before any
+            connector), ``patches`` and ``patch_size`` (None for losses
+            without patches); ``student`` is None for a level whose
+            recorder does not run in ``extract_feat``.
 
         Raises:
             ValueError, IndexError: What the first training step would
@@ -462,7 +469,7 @@ class FeatureDistiller(BaseModel):
                                              self.distill_losses)]
         for module, _ in modes:
             module.eval()
-        lines = []
+        lines, levels = [], []
         try:
             with self.recording():
                 self.teacher_features(inputs)
@@ -474,6 +481,9 @@ class FeatureDistiller(BaseModel):
                         lines.append(f'{name}: "{rec}" does not run in '
                                      'extract_feat; checked at the first '
                                      'step')
+                        levels.append(dict(name=name, student=None,
+                                           teacher=None, patches=None,
+                                           patch_size=None))
                         continue
                     try:
                         s_feat, t_feat = self.paired_features(
@@ -491,19 +501,27 @@ class FeatureDistiller(BaseModel):
                         raise ValueError(
                             msg if msg.startswith(name) else
                             f'distill_losses.{name}: {msg}') from e
+                    level = dict(name=name,
+                                 student=tuple(s_rec.get(index).shape),
+                                 teacher=tuple(t_feat.shape), patches=None,
+                                 patch_size=getattr(loss, 'patch_size', None))
                     patches = ''
-                    if hasattr(loss, 'patch_size'):
-                        patches = (f', {patch_count(t_feat, loss.patch_size)}'
-                                   f' patches of {loss.patch_size}')
+                    if level['patch_size'] is not None:
+                        level['patches'] = patch_count(t_feat,
+                                                       loss.patch_size)
+                        patches = (f', {level["patches"]} patches of '
+                                   f'{loss.patch_size}')
+                    levels.append(level)
                     lines.append(
-                        f'{name}: student {tuple(s_rec.get(index).shape)} '
-                        f'teacher {tuple(t_feat.shape)}{patches}')
+                        f'{name}: student {level["student"]} '
+                        f'teacher {level["teacher"]}{patches}')
         finally:
             for module, training in modes:
                 module.train(training)
         MMLogger.get_current_instance().info(
             f'FeatureDistiller pre-flight on a dummy {image_size[0]}x'
             f'{image_size[1]} image: ' + '; '.join(lines))
+        return levels
 
     @torch.no_grad()
     def alignment(self, name: str, s_feat: Tensor,

@@ -1,0 +1,731 @@
+"""Pre-flight check of a training config, before days of GPU time.
+
+``python -m pcka_det.check CONFIG`` (or ``tools/check.py``) builds the run
+the config describes, on this machine's GPU if it has one, and looks at it
+on a few of the config's own images:
+
+* **recipe**: teacher, student, distilled levels with their feature shapes
+  and patches at the training scale, losses, optimizer, batch, schedule,
+  hooks;
+* **teacher**: evaluated with the config's own evaluator on
+  ``--num-images`` validation images, next to the student at its
+  initialisation; a teacher whose classes differ from the dataset's, or
+  whose recall is near zero, fails;
+* **one training step**: per level, the loss, its ratio to the detection
+  loss and the gradient it sends to the student's neck, against the
+  detection loss's; a level at 0 or non-finite, a ratio outside
+  :data:`RATIO_BAND`, or a teacher that received gradient, fails;
+* **cost**: seconds per iteration and peak memory of the student alone and
+  of the distiller on the same batch, the teacher's share, the projected
+  time of the schedule.
+
+It prints a table, writes the same as JSON (``--out``) and exits 1 when a
+check fails. Nothing is written into the config's work dir.
+
+Example:
+    python -m pcka_det.check configs/pcka/retina_r101_r50.py
+    python -m pcka_det.check my_distill.py --num-images 20 --out check.json
+"""
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from torch import Tensor, nn
+
+from .cli import prepare_cfg
+from .datasets import check_dataloaders, padded_training_scale
+from .models import FeatureDistiller, head_num_classes
+
+# A level's distillation loss divided by the detection loss, at the first
+# step, outside which the check fails. 1 means the level pulls as hard as
+# the detection loss; the band spans a factor of 20 either side of it, which
+# holds every recipe we ship at its first step (README, "Pre-flight check")
+# and rejects a weight off by about two orders of magnitude, where one side
+# drowns the other: below, distillation changes nothing; above, the
+# detection gradient is clipped away (configs/toy/pcka_retinanet_*: 3-5x
+# already cost AP).
+RATIO_BAND = (0.05, 20.0)
+# Recall at IoU 0.5 below which the teacher is not a trained detector for
+# this dataset (a trained one finds most objects; a random head none).
+MIN_TEACHER_RECALL = 0.05
+FAIL, WARN, OK = 'FAIL', 'WARN', 'ok'
+
+
+class Report:
+    """What the check found: sections of facts and a list of verdicts."""
+
+    def __init__(self, config: str) -> None:
+        self.data: Dict = dict(config=config, verdicts=[])
+
+    def verdict(self, check: str, status: str, message: str) -> None:
+        """Record one verdict (``FAIL``, ``WARN`` or ``ok``)."""
+        self.data['verdicts'].append(
+            dict(check=check, status=status, message=message))
+
+    @property
+    def failed(self) -> List[dict]:
+        return [v for v in self.data['verdicts'] if v['status'] == FAIL]
+
+    def __setitem__(self, key: str, value) -> None:
+        self.data[key] = value
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def checkpoint_classes(path: Optional[str]) -> Optional[List[str]]:
+    """Class names a checkpoint's meta records (mmdet 3 ``dataset_meta`` or
+    mmdet 2 ``CLASSES``), or None."""
+    if not path:
+        return None
+    from .checkpoint import read_checkpoint
+    meta = read_checkpoint(path).get('meta') or {}
+    classes = (meta.get('dataset_meta') or {}).get('classes') or \
+        meta.get('CLASSES')
+    return list(classes) if classes else None
+
+
+def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
+               labels: Tensor, iou: float = 0.5) -> Dict[str, int]:
+    """Ground-truth objects of one image found by a detection.
+
+    Args:
+        gt_boxes (Tensor): ``(G, 4)`` ground truth, x1y1x2y2.
+        gt_labels (Tensor): ``(G,)`` their classes.
+        boxes (Tensor): ``(D, 4)`` detections, same coordinates.
+        labels (Tensor): ``(D,)`` their classes.
+        iou (float): IoU at which a detection finds an object.
+
+    Returns:
+        dict: ``objects`` (G), ``found`` (objects overlapped at ``iou`` by a
+        detection of their class) and ``found_any_class`` (by any
+        detection).
+    """
+    from mmdet.structures.bbox import bbox_overlaps
+    result = dict(objects=len(gt_boxes), found=0, found_any_class=0)
+    if len(gt_boxes) == 0 or len(boxes) == 0:
+        return result
+    overlap = bbox_overlaps(gt_boxes.float(), boxes.float()) >= iou
+    same = gt_labels.view(-1, 1) == labels.view(1, -1)
+    result['found'] = int((overlap & same).any(1).sum())
+    result['found_any_class'] = int(overlap.any(1).sum())
+    return result
+
+
+def summed_losses(losses: Dict[str, Tensor],
+                  exclude: Sequence[str] = ()) -> Tensor:
+    """Sum of a loss dict's terms (keys with ``loss``) as MMEngine's
+    ``parse_losses`` sums them, ``exclude`` left out."""
+    total = 0.
+    for key, value in losses.items():
+        if 'loss' not in key or key in exclude:
+            continue
+        total = total + (sum(v.sum() for v in value) if isinstance(
+            value, (list, tuple)) else value.sum())
+    return total
+
+
+def grad_norm(loss: Tensor, params: List[nn.Parameter]) -> float:
+    """L2 norm of the gradient ``loss`` alone sends to ``params``."""
+    if not isinstance(loss, Tensor) or not loss.requires_grad:
+        return 0.
+    grads = torch.autograd.grad(loss, params, retain_graph=True,
+                                allow_unused=True)
+    return math.sqrt(sum(float(g.float().pow(2).sum())
+                         for g in grads if g is not None))
+
+
+class PeakMemory:
+    """Peak memory of a block: the device's allocator on a GPU, the
+    process's resident set (``VmHWM``, reset through
+    ``/proc/self/clear_refs``) on a CPU. ``mib`` is None when the platform
+    offers neither."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib: Optional[float] = None
+
+    @staticmethod
+    def _rss_peak_kib() -> Optional[int]:
+        try:
+            with open('/proc/self/status') as f:
+                for line in f:
+                    if line.startswith('VmHWM:'):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def __enter__(self) -> 'PeakMemory':
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            kib = self._rss_peak_kib()
+            self.mib = None if kib is None else kib / 1024
+
+
+def timed(fn, device: torch.device, iters: int) -> float:
+    """Mean seconds of ``fn()`` over ``iters`` calls, after one warm-up."""
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / iters
+
+
+def _loader(cfg: Config, name: str):
+    from mmengine.runner import Runner
+    loader = cfg[name].copy()
+    # a few batches: no worker processes to start
+    loader.update(num_workers=0, persistent_workers=False)
+    return Runner.build_dataloader(loader, seed=0)
+
+
+def _type_name(cfg) -> str:
+    kind = cfg.get('type', '?') if isinstance(cfg, dict) else cfg
+    return kind if isinstance(kind, str) else getattr(kind, '__name__',
+                                                      str(kind))
+
+
+def _loss_text(loss: nn.Module) -> str:
+    parts = [type(loss).__name__]
+    for attr in ('intra_weight', 'inter_weight', 'loss_weight', 'tau',
+                 'patch_size'):
+        value = getattr(loss, attr, None)
+        if value is not None and not (attr == 'loss_weight' and value == 1):
+            parts.append(f'{attr.replace("_weight", "")} {value:g}')
+    return ' '.join(parts)
+
+
+# ----------------------------------------------------------------- sections
+
+
+def check_recipe(report: Report, cfg: Config, model: nn.Module,
+                 train_len: int, gpus: Optional[int]) -> None:
+    """Fill ``report['recipe']``, the iterations of the whole schedule
+    included."""
+    loader = cfg.train_dataloader
+    batch = int(loader.batch_size)
+    scale_lr = cfg.get('auto_scale_lr') or {}
+    gpus_from = '--gpus'
+    if gpus is None:
+        base = scale_lr.get('base_batch_size')
+        gpus = max(1, int(base) // batch) if base else 1
+        gpus_from = (f'auto_scale_lr.base_batch_size {base} / {batch} per '
+                     'GPU' if base else 'default')
+    train_cfg = cfg.get('train_cfg') or {}
+    per_epoch = math.ceil(train_len / (batch * gpus))
+    if 'max_iters' in train_cfg:
+        iters = int(train_cfg.max_iters)
+        schedule = f'{iters} iterations'
+    else:
+        epochs = int(train_cfg.get('max_epochs', 1))
+        iters = epochs * per_epoch
+        schedule = (f'{epochs} epochs x {per_epoch} iterations '
+                    f'({train_len} images) = {iters} iterations')
+    optim = cfg.optim_wrapper.get('optimizer', {})
+    hooks = [_type_name(h) for h in cfg.get('custom_hooks') or []]
+    if isinstance(model, FeatureDistiller):
+        hooks.append('ExportStudentHook (DistillRunner)')
+    recipe = dict(
+        optimizer=f'{_type_name(optim)} lr {optim.get("lr")}',
+        batch=f'{batch} per GPU x {gpus} GPUs ({gpus_from}) = '
+        f'{batch * gpus} images',
+        auto_scale_lr=(f'base_batch_size {scale_lr.get("base_batch_size")}, '
+                       f'{"on" if scale_lr.get("enable") else "off"}')
+        if scale_lr else 'not set',
+        schedule=schedule,
+        hooks=', '.join(hooks) or 'none',
+        iterations=iters,
+        gpus=gpus)
+    if isinstance(model, FeatureDistiller):
+        spec = cfg.model
+        recipe.update(
+            teacher=f'{spec.teacher.get("cfg_path", _type_name(spec.teacher))}'
+            f' <- {spec.get("teacher_ckpt")}',
+            student=spec.student.get('cfg_path', _type_name(spec.student))
+            + (f' <- {spec.student_ckpt}' if spec.get('student_ckpt')
+               else ''))
+    else:
+        recipe.update(student=_type_name(cfg.model), teacher='none (not a '
+                      'distillation config)')
+    report['recipe'] = recipe
+
+
+def check_levels(report: Report, cfg: Config,
+                 model: FeatureDistiller) -> bool:
+    """The distiller's pre-flight at the training scale, per level."""
+    size, source = padded_training_scale(cfg, model.data_preprocessor)
+    report['training_scale'] = dict(size=list(size), source=source)
+    try:
+        levels = model.preflight(size)
+    except (ValueError, IndexError) as e:
+        report.verdict('levels', FAIL, str(e))
+        return False
+    for level in levels:
+        level['loss'] = _loss_text(model.distill_losses[level['name']])
+        level['connector'] = _type_name(
+            type(model.connectors[level['name']]).__name__) \
+            if level['name'] in model.connectors else None
+    report['levels'] = levels
+    report.verdict('levels', OK, f'{len(levels)} levels paired at '
+                   f'{size[0]}x{size[1]}, each with >= 2 patches where the '
+                   'loss has patches')
+    return True
+
+
+def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
+             gt: Dict) -> Dict:
+    """Metrics of ``detector`` on the first ``num_images`` images of
+    ``loader``, plus the recall of :func:`box_recall`."""
+    detector.eval()
+    counts = dict(objects=0, found=0, found_any_class=0)
+    seen = 0
+    with torch.no_grad():
+        for batch in loader:
+            outputs = detector.test_step(batch)
+            evaluator.process(data_samples=outputs, data_batch=batch)
+            for sample in outputs:
+                boxes, labels = gt.get(sample.img_id, (None, None))
+                if boxes is None:
+                    continue
+                pred = sample.pred_instances
+                found = box_recall(boxes, labels, pred.bboxes.cpu(),
+                                   pred.labels.cpu())
+                for key in counts:
+                    counts[key] += found[key]
+            seen += len(outputs)
+            if seen >= num_images:
+                break
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    # the evaluator's own tables and its "results are empty" error: the
+    # report shows the metrics, and no detection at all is the recall's job
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics = evaluator.evaluate(seen)
+    except Exception as e:  # noqa: BLE001  (reported, not fatal)
+        metrics = dict(error=f'{type(e).__name__}: {e}')
+    finally:
+        logger.setLevel(level)
+    objects = max(counts['objects'], 1)
+    return dict(images=seen, objects=counts['objects'],
+                recall=counts['found'] / objects,
+                recall_any_class=counts['found_any_class'] / objects,
+                metrics={k: round(v, 4) if isinstance(v, float) else v
+                         for k, v in metrics.items()})
+
+
+def ground_truth(dataset, limit: int) -> Dict:
+    """``img_id -> (boxes, labels)`` of the first ``limit`` images (the
+    ignored ones left out), from the dataset's own annotations."""
+    gt = {}
+    for index in range(min(len(dataset), limit)):
+        info = dataset.get_data_info(index)
+        instances = [i for i in info.get('instances', [])
+                     if not i.get('ignore_flag', 0)]
+        gt[info.get('img_id', index)] = (
+            torch.tensor([i['bbox'] for i in instances],
+                         dtype=torch.float32).view(-1, 4),
+            torch.tensor([i['bbox_label'] for i in instances],
+                         dtype=torch.long))
+    return gt
+
+
+def check_teacher(report: Report, cfg: Config, model: nn.Module,
+                  classes: Sequence[str], num_images: int) -> None:
+    """Class agreement and evaluation of the teacher and the student."""
+    distiller = isinstance(model, FeatureDistiller)
+    if distiller:
+        counts = head_num_classes(model.teacher)
+        if counts and counts != [len(classes)]:
+            report.verdict(
+                'teacher classes', FAIL,
+                f'the teacher\'s heads predict {counts} classes, the '
+                f'dataset has {len(classes)} ({list(classes)[:6]}...): '
+                'the checkpoint is for another dataset, or the teacher '
+                'config\'s num_classes / the dataset\'s metainfo.classes is '
+                'wrong.')
+        names = checkpoint_classes(model.teacher_ckpt)
+        if names is not None and list(names) != list(classes):
+            differ = [(i, a, b) for i, (a, b) in enumerate(
+                zip(names, classes)) if a != b][:3]
+            report.verdict(
+                'teacher classes', FAIL,
+                f'the teacher checkpoint was trained on classes {names[:6]}'
+                f'{"..." if len(names) > 6 else ""} ({len(names)}), the '
+                f'dataset\'s are {list(classes)[:6]}'
+                f'{"..." if len(classes) > 6 else ""} ({len(classes)}); '
+                f'first differences {differ}. Set metainfo.classes in the '
+                'same order as the teacher was trained with, or use a '
+                'teacher trained on this dataset.')
+    if num_images <= 0 or not cfg.get('val_dataloader') or \
+            not cfg.get('val_evaluator'):
+        report.verdict('teacher', WARN, 'not evaluated (no val_dataloader '
+                       'or val_evaluator, or --num-images 0)')
+        return
+    from mmengine.evaluator import Evaluator
+    loader = _loader(cfg, 'val_dataloader')
+    evaluator = Evaluator(cfg.val_evaluator)
+    evaluator.dataset_meta = loader.dataset.metainfo
+    gt = ground_truth(loader.dataset, num_images + loader.batch_size)
+    results = {}
+    if distiller:
+        frozen = model.frozen_teacher
+        dtype = frozen.dtype
+        frozen.model.float()  # its own preprocessor, in full precision
+        try:
+            results['teacher'] = evaluate(model.teacher, loader, evaluator,
+                                          num_images, gt)
+        finally:
+            frozen.model.to(dtype=dtype)
+            frozen.model.eval()
+    student = model.student if distiller else model
+    results['student (initialisation)'] = evaluate(
+        student, loader, evaluator, num_images, gt)
+    report['evaluation'] = results
+    if not distiller:
+        return
+    found = results['teacher']
+    if found['objects'] == 0:
+        report.verdict('teacher', WARN, f'the first {found["images"]} '
+                       'validation images hold no object; recall unknown')
+    elif found['recall'] < MIN_TEACHER_RECALL:
+        hint = ''
+        if found['recall_any_class'] >= MIN_TEACHER_RECALL:
+            hint = (f' It finds {found["recall_any_class"]:.0%} of them '
+                    'with a wrong class: the class order of the checkpoint '
+                    'and of metainfo.classes likely differ.')
+        report.verdict(
+            'teacher', FAIL,
+            f'the teacher finds {found["recall"]:.1%} of the '
+            f'{found["objects"]} objects in {found["images"]} validation '
+            f'images (IoU 0.5; a trained detector finds most, the check '
+            f'fails below {MIN_TEACHER_RECALL:.0%}): it is not a trained '
+            'detector for this data. Likely causes: teacher_ckpt is a '
+            'random or an ImageNet-only checkpoint, a checkpoint for another '
+            'dataset, a wrong metainfo.classes, or a data_preprocessor '
+            '(mean/std, bgr_to_rgb) other than the one it was trained with.'
+            + hint)
+    else:
+        report.verdict('teacher', OK, f'recall {found["recall"]:.0%} of '
+                       f'{found["objects"]} objects at IoU 0.5 on '
+                       f'{found["images"]} images')
+
+
+def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
+    """One training step's losses and gradients, per level."""
+    model.train()
+    neck = getattr(model.student, 'neck', None) or model.student.backbone
+    params = [p for p in neck.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    keys = {name: name if name.startswith('loss') else f'loss_{name}'
+            for name in model.loss_mappings}
+    det = summed_losses(losses, list(keys.values()))
+    det_value = float(det.detach())
+    det_grad = grad_norm(det, params)
+    rows = [dict(name='detection', loss=det_value, ratio=1.0,
+                 grad=det_grad, grad_ratio=1.0)]
+    low, high = RATIO_BAND
+    for name, key in keys.items():
+        value = losses[key]
+        loss = float(value.detach())
+        grad = grad_norm(value, params)
+        ratio = loss / det_value if det_value else math.inf
+        rows.append(dict(name=name, loss=loss, ratio=ratio, grad=grad,
+                         grad_ratio=grad / det_grad if det_grad else math.inf))
+        if not math.isfinite(loss):
+            report.verdict(f'step {name}', FAIL, f'loss is {loss}: the level '
+                           'would be skipped every step (nonfinite=skip)')
+        elif loss == 0:
+            report.verdict(
+                f'step {name}', FAIL,
+                'loss is 0 at the first step: the level trains nothing '
+                '(its weights are 0, or student and teacher features '
+                'already agree: a shared module or the same recorder '
+                'read twice).')
+        elif not low <= ratio <= high:
+            report.verdict(
+                f'step {name}', FAIL,
+                f'loss {loss:.4g} is {ratio:.3g}x the detection loss '
+                f'{det_value:.4g}, outside [{low:g}, {high:g}] (the '
+                'band is 20x either side of an equal pull; see '
+                'pcka_det.check.RATIO_BAND): '
+                + ('the weight is too small to change the student.'
+                   if ratio < low else
+                   'the level drowns the detection loss (and, with gradient '
+                   'clipping, shrinks its gradient): lower its weight.'))
+    total = det + sum(losses[k] for k in keys.values())
+    total.backward()
+    touched = sorted(n for n, p in model.teacher.named_parameters()
+                     if p.requires_grad or p.grad is not None)
+    if touched:
+        report.verdict('step teacher', FAIL,
+                       f'the teacher received gradient ({touched[:3]}...): '
+                       'it would be trained, or its memory kept, every step.')
+    model.zero_grad(set_to_none=True)
+    report['step'] = rows
+    if not any(v['check'].startswith('step') for v in report.failed):
+        report.verdict('step', OK, 'every level has a finite, non-zero '
+                       f'loss within {low:g}-{high:g}x the detection loss')
+
+
+def check_cost(report: Report, model: nn.Module, data: dict,
+               device: torch.device, iters: int) -> None:
+    """Seconds per iteration and peak memory, student alone vs
+    distiller."""
+    inputs, samples = data['inputs'], data['data_samples']
+    distiller = isinstance(model, FeatureDistiller)
+    student = model.student if distiller else model
+    model.train()
+
+    def step(fn):
+        def run():
+            summed_losses(fn(inputs, samples)).backward()
+            model.zero_grad(set_to_none=True)
+        return run
+
+    rows = {}
+    runs = [('student alone', step(student.loss))]
+    if distiller:
+        runs.append(('distiller', step(model.loss)))
+
+        def teacher_only():
+            with model.recording():
+                model.teacher_features(inputs, samples)
+        runs.append(('teacher forward', teacher_only))
+    for name, fn in runs:
+        alone = distiller and name == 'student alone' and \
+            device.type == 'cuda'
+        if alone:  # the teacher's weights out of the student's peak
+            model.teacher.cpu()
+        try:
+            with PeakMemory(device) as peak:
+                seconds = timed(fn, device, iters)
+        finally:
+            if alone:
+                model.teacher.to(device)
+        rows[name] = dict(seconds=seconds, peak_mib=peak.mib)
+    main = rows['distiller' if distiller else 'student alone']['seconds']
+    recipe = report.data['recipe']
+    schedule_iters = recipe['iterations']
+    cost = dict(device=str(device), iterations_timed=iters,
+                batch=len(samples), rows=rows,
+                projected_hours=main * schedule_iters / 3600,
+                projected=f'{schedule_iters} iterations x {main:.3g} s = '
+                f'{main * schedule_iters / 3600:.3g} h ({recipe["gpus"]} GPUs, '
+                'validation not counted)')
+    if distiller:
+        cost['overhead'] = main / rows['student alone']['seconds']
+        cost['teacher_share'] = rows['teacher forward']['seconds'] / main
+    report['cost'] = cost
+
+
+# ----------------------------------------------------------------- report
+
+
+def _shape(shape) -> str:
+    return 'x'.join(map(str, shape)) if shape else '-'
+
+
+def render(data: dict) -> str:
+    """The report as the table ``pcka_det.check`` prints."""
+    out = [f'pcka_det.check {data["config"]}  ({data.get("device", "?")})']
+
+    def table(title, header, rows):
+        rows = [[str(c) for c in r] for r in rows]
+        widths = [max(len(r[i]) for r in [header] + rows)
+                  for i in range(len(header))]
+        out.append('')
+        out.append(title)
+        for r in ([header] if any(header) else []) + rows:
+            out.append('  ' + '  '.join(c.ljust(w) for c, w in
+                                        zip(r, widths)).rstrip())
+
+    if 'recipe' in data:
+        keys = ('teacher', 'student', 'optimizer', 'batch', 'auto_scale_lr',
+                'schedule', 'hooks')
+        table('Recipe', ['', ''], [[k, data['recipe'][k]] for k in keys])
+    if 'levels' in data:
+        scale = data['training_scale']
+        table(f'Levels at the training scale {scale["size"][0]}x'
+              f'{scale["size"][1]} ({scale["source"]})',
+              ['level', 'loss', 'student', 'teacher', 'patches',
+               'connector'],
+              [[lv['name'], lv['loss'], _shape(lv['student']),
+                _shape(lv['teacher']), lv['patches'] if lv['patches']
+                is not None else '-', lv['connector'] or '-']
+               for lv in data['levels']])
+    if 'evaluation' in data:
+        rows = []
+        for name, r in data['evaluation'].items():
+            metrics = ', '.join(f'{k.split("/")[-1]} {v}' for k, v in
+                                list(r['metrics'].items())[:3]) or '-'
+            rows.append([name, r['images'], f'{r["recall"]:.3f}',
+                         f'{r["recall_any_class"]:.3f}', metrics])
+        table('Evaluation (recall: objects found at IoU 0.5)',
+              ['model', 'images', 'recall', 'any class', 'metrics'], rows)
+    if 'step' in data:
+        table('One training step (ratios to the detection loss; gradient '
+              'norms at the student\'s neck)',
+              ['term', 'loss', 'ratio', 'grad norm', 'grad ratio'],
+              [[r['name'], f'{r["loss"]:.4g}', f'{r["ratio"]:.3g}',
+                f'{r["grad"]:.3g}', f'{r["grad_ratio"]:.3g}']
+               for r in data['step']])
+    if 'cost' in data:
+        cost = data['cost']
+        rows = [[name, f'{r["seconds"]:.3g}',
+                 '-' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}']
+                for name, r in cost['rows'].items()]
+        table(f'Cost on {cost["device"]}, batch {cost["batch"]}, mean of '
+              f'{cost["iterations_timed"]} iterations (peak memory: '
+              + ('allocated' if cost['device'].startswith('cuda') else
+                 'process resident set') + ')',
+              ['run', 's/iter', 'peak MiB'], rows)
+        if 'overhead' in cost:
+            out.append(f'  distiller / student {cost["overhead"]:.2f}x; '
+                       f'teacher forward {cost["teacher_share"]:.0%} of a '
+                       'distiller iteration')
+        out.append(f'  projected: {cost["projected"]}')
+    table('Verdicts', ['', 'check', ''],
+          [[v['status'], v['check'], v['message']] for v in data['verdicts']])
+    fails = sum(v['status'] == FAIL for v in data['verdicts'])
+    warns = sum(v['status'] == WARN for v in data['verdicts'])
+    out.append('')
+    out.append(f'{"FAILED" if fails else "PASSED"}: {fails} failed, '
+               f'{warns} warnings')
+    return '\n'.join(out)
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def run_check(config: str,
+              cfg_options: Optional[dict] = None,
+              num_images: int = 50,
+              iters: int = 3,
+              gpus: Optional[int] = None,
+              device: Optional[str] = None) -> dict:
+    """Run every check of the module docstring on ``config``.
+
+    Args:
+        config (str): Config path (``pcka_det::``/``mmdet::`` scopes work).
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        num_images (int): Validation images the teacher and the student are
+            evaluated on (0 skips the evaluation).
+        iters (int): Iterations timed per cost row (0 skips the cost).
+        gpus (int, optional): GPUs of the real run, for the batch and the
+            projected time; default from ``auto_scale_lr``.
+        device (str, optional): ``cuda``/``cpu``; default the GPU if any.
+
+    Returns:
+        dict: The report (``verdicts``: list of ``check``/``status``/
+        ``message``; ``FAIL`` in any means the run should not start).
+    """
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+
+    report = Report(config)
+    device = torch.device(device or ('cuda' if torch.cuda.is_available()
+                                     else 'cpu'))
+    report['device'] = str(device)
+    cfg = prepare_cfg(config, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    names = ['train_dataloader']
+    if cfg.get('val_dataloader'):
+        names.append('val_dataloader')
+    try:
+        for message in check_dataloaders(cfg, names, log=False):
+            report.verdict('data', WARN, message)
+    except Exception as e:  # noqa: BLE001  (what training would raise)
+        report.verdict('data', FAIL, f'{type(e).__name__}: {e}')
+        return report.data
+    try:
+        torch.manual_seed(cfg.get('randomness', {}).get('seed') or 0)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        if cfg.get('load_from'):
+            from .checkpoint import load_weights
+            load_weights(model, cfg.load_from)
+    except Exception as e:  # noqa: BLE001  (what training would raise)
+        report.verdict('build', FAIL, f'{type(e).__name__}: {e}')
+        return report.data
+    model.to(device)
+    distiller = isinstance(model, FeatureDistiller)
+    train_loader = _loader(cfg, 'train_dataloader')
+    classes = train_loader.dataset.metainfo.get('classes') or ()
+    check_recipe(report, cfg, model, len(train_loader.dataset), gpus)
+    paired = check_levels(report, cfg, model) if distiller else True
+    check_teacher(report, cfg, model, classes, num_images)
+    data = model.data_preprocessor(next(iter(train_loader)), True)
+    if distiller and paired:
+        check_step(report, model, data)
+    if iters > 0 and paired:
+        check_cost(report, model, data, device, iters)
+    return report.data
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Check a (distillation) training config before '
+        'training: recipe, teacher quality, one step, cost.')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--num-images', type=int, default=50,
+                        help='validation images to evaluate the teacher and '
+                        'the student on (0: skip)')
+    parser.add_argument('--iters', type=int, default=3,
+                        help='iterations timed per cost row (0: skip)')
+    parser.add_argument('--gpus', type=int, default=None,
+                        help='GPUs of the real run (default: from '
+                        'auto_scale_lr.base_batch_size, else 1)')
+    parser.add_argument('--device', default=None,
+                        help='cuda or cpu (default: the GPU if any)')
+    parser.add_argument('--out', help='also write the report as JSON here')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, as tools/train.py does')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    data = run_check(args.config, args.cfg_options, args.num_images,
+                     args.iters, args.gpus, args.device)
+    print(render(data))
+    if args.out:
+        from .fileio import atomic_write_text
+        atomic_write_text(args.out, json.dumps(data, indent=2, default=str))
+    return 1 if any(v['status'] == FAIL for v in data['verdicts']) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""``python -m pcka_det.new_config``: the configs it writes for the COCO
+pairs equal ours in what they distil, and pairs it cannot pair are refused
+with the reason."""
+import pytest
+from conftest import ROOT
+from mmengine.config import Config
+
+from pcka_det.new_config import PairingError, new_config, patch_size_for
+
+COCO_PAIRS = [
+    ('retinanet/retinanet_r101_fpn_2x_coco.py',
+     'retinanet/retinanet_r50_fpn_2x_coco.py', 'retina_r101_r50.py'),
+    ('faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+     'faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py', 'faster_rcnn_r101_r50.py'),
+    ('rtmdet/rtmdet_l_8xb32-300e_coco.py',
+     'rtmdet/rtmdet_s_8xb32-300e_coco.py', 'rtmdet_l_s.py'),
+]
+
+
+def distilled(cfg: Config) -> dict:
+    """What a distillation config distils: per loss name, the level
+    index, patch size, weights and connector widths (recorder names, a
+    label, left out)."""
+    out = {}
+    for name, spec in cfg.model.distill_losses.items():
+        loss = spec['loss']
+        connector = spec.get('connector')
+        out[name] = dict(
+            index=spec['index'], type=loss['type'],
+            patch_size=loss['patch_size'],
+            intra=loss.get('intra_weight'), inter=loss.get('inter_weight'),
+            connector=None if connector is None else
+            (connector['type'], connector['in_channels'],
+             connector['out_channels']))
+    return out
+
+
+@pytest.mark.parametrize('teacher, student, ours', COCO_PAIRS,
+                         ids=['retina', 'faster_rcnn', 'rtmdet'])
+def test_writes_the_coco_configs_we_ship(tmp_path, teacher, student, ours):
+    out = tmp_path / 'my_distill.py'
+    ckpt = 'https://download.openmmlab.com/teacher.pth'
+    new_config('mmdet::' + teacher, ckpt, 'mmdet::' + student, str(out))
+    written = Config.fromfile(str(out))
+    shipped = Config.fromfile(f'{ROOT}/configs/pcka/{ours}')
+    assert distilled(written) == distilled(shipped)
+    assert written.model.teacher_ckpt == ckpt
+    # the student's data and schedule are kept
+    assert written.model.student.cfg_path == 'mmdet::' + student
+    assert written.train_cfg == shipped.train_cfg
+    assert written.runner_type == 'DistillRunner'
+
+
+def test_patch_size_leaves_two_patches():
+    assert patch_size_for((1, 8, 100, 168)) == 16
+    assert patch_size_for((1, 8, 13, 21)) == 16  # 1 x 2 patches
+    assert patch_size_for((1, 8, 12, 12)) == 8
+    assert patch_size_for((1, 8, 3, 3)) == 2
+    assert patch_size_for((1, 8, 1, 2)) == 1
+    assert patch_size_for((1, 8, 1, 1)) is None
+
+
+def test_refuses_other_class_counts(tmp_path):
+    student = tmp_path / 'student.py'
+    student.write_text("_base_ = 'pcka_det::toy/retinanet_thin-r18_toy.py'\n"
+                       'model = dict(bbox_head=dict(num_classes=3))\n')
+    with pytest.raises(PairingError, match=r'teacher predicts \[6\] classes '
+                       r'and the student \[3\]'):
+        new_config('pcka_det::toy/retinanet_r18_toy.py', 't.pth',
+                   str(student), str(tmp_path / 'out.py'))
+    assert not (tmp_path / 'out.py').exists()
+
+
+def test_refuses_shifted_levels(tmp_path):
+    # Faster R-CNN's FPN starts at stride 4, RetinaNet's at 8: the common
+    # strides are different outputs of the two necks
+    with pytest.raises(PairingError, match='stride 8 is output 0 of the '
+                       "student's neck and output 1 of the teacher's"):
+        new_config('pcka_det::toy/faster_rcnn_r18_toy.py', 't.pth',
+                   'pcka_det::toy/retinanet_thin-r18_toy.py',
+                   str(tmp_path / 'out.py'))
