@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -41,6 +40,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
+from .benchmark import measure
 from .cli import prepare_cfg
 from .datasets import check_dataloaders, padded_training_scale
 from .models import FeatureDistiller, head_num_classes
@@ -144,61 +144,6 @@ def grad_norm(loss: Tensor, params: List[nn.Parameter]) -> float:
                          for g in grads if g is not None))
 
 
-class PeakMemory:
-    """Peak memory of a block: the device's allocator on a GPU, the
-    process's resident set (``VmHWM``, reset through
-    ``/proc/self/clear_refs``) on a CPU. ``mib`` is None when the platform
-    offers neither."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.mib: Optional[float] = None
-
-    @staticmethod
-    def _rss_peak_kib() -> Optional[int]:
-        try:
-            with open('/proc/self/status') as f:
-                for line in f:
-                    if line.startswith('VmHWM:'):
-                        return int(line.split()[1])
-        except OSError:
-            return None
-        return None
-
-    def __enter__(self) -> 'PeakMemory':
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            try:
-                with open('/proc/self/clear_refs', 'w') as f:
-                    f.write('5')
-            except OSError:
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            kib = self._rss_peak_kib()
-            self.mib = None if kib is None else kib / 1024
-
-
-def timed(fn, device: torch.device, iters: int) -> float:
-    """Mean seconds of ``fn()`` over ``iters`` calls, after one warm-up."""
-    fn()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters
-
-
 def _loader(cfg: Config, name: str):
     from mmengine.runner import Runner
     loader = cfg[name].copy()
@@ -255,7 +200,8 @@ def check_recipe(report: Report, cfg: Config, model: nn.Module,
         hooks.append('ExportStudentHook (DistillRunner)')
     recipe = dict(
         optimizer=f'{_type_name(optim)} lr {optim.get("lr")}',
-        batch=f'{batch} per GPU x {gpus} GPUs ({gpus_from}) = '
+        batch=f'{batch} per GPU x {gpus} GPU{"s" if gpus != 1 else ""} '
+        f'({gpus_from}) = '
         f'{batch * gpus} images',
         auto_scale_lr=(f'base_batch_size {scale_lr.get("base_batch_size")}, '
                        f'{"on" if scale_lr.get("enable") else "off"}')
@@ -500,8 +446,8 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
 
 def check_cost(report: Report, model: nn.Module, data: dict,
                device: torch.device, iters: int) -> None:
-    """Seconds per iteration and peak memory, student alone vs
-    distiller."""
+    """Seconds per iteration and peak memory (:func:`measure`), student
+    alone vs distiller, on the same batch."""
     inputs, samples = data['inputs'], data['data_samples']
     distiller = isinstance(model, FeatureDistiller)
     student = model.student if distiller else model
@@ -523,17 +469,13 @@ def check_cost(report: Report, model: nn.Module, data: dict,
                 model.teacher_features(inputs, samples)
         runs.append(('teacher forward', teacher_only))
     for name, fn in runs:
-        alone = distiller and name == 'student alone' and \
-            device.type == 'cuda'
-        if alone:  # the teacher's weights out of the student's peak
-            model.teacher.cpu()
-        try:
-            with PeakMemory(device) as peak:
-                seconds = timed(fn, device, iters)
-        finally:
-            if alone:
-                model.teacher.to(device)
-        rows[name] = dict(seconds=seconds, peak_mib=peak.mib)
+        found = measure(fn, iters, device)
+        # on a CPU, memory the allocator kept from earlier steps hides the
+        # peak in one process (tools/benchmark_overhead.py measures each
+        # run in a process of its own)
+        rows[name] = dict(seconds=found['time'],
+                          peak_mib=found['peak'] / 2**20
+                          if device.type == 'cuda' else None)
     main = rows['distiller' if distiller else 'student alone']['seconds']
     recipe = report.data['recipe']
     schedule_iters = recipe['iterations']
@@ -541,7 +483,8 @@ def check_cost(report: Report, model: nn.Module, data: dict,
                 batch=len(samples), rows=rows,
                 projected_hours=main * schedule_iters / 3600,
                 projected=f'{schedule_iters} iterations x {main:.3g} s = '
-                f'{main * schedule_iters / 3600:.3g} h ({recipe["gpus"]} GPUs, '
+                f'{main * schedule_iters / 3600:.3g} h ({recipe["gpus"]} GPU'
+                f'{"s" if recipe["gpus"] != 1 else ""}, '
                 'validation not counted)')
     if distiller:
         cost['overhead'] = main / rows['student alone']['seconds']
@@ -605,10 +548,11 @@ def render(data: dict) -> str:
         rows = [[name, f'{r["seconds"]:.3g}',
                  '-' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}']
                 for name, r in cost['rows'].items()]
-        table(f'Cost on {cost["device"]}, batch {cost["batch"]}, mean of '
-              f'{cost["iterations_timed"]} iterations (peak memory: '
-              + ('allocated' if cost['device'].startswith('cuda') else
-                 'process resident set') + ')',
+        table(f'Cost on {cost["device"]}, batch {cost["batch"]}: median of '
+              f'{cost["iterations_timed"]} iterations after a warm-up; '
+              + ('peak memory allocated above the model\'s, in the warm-up'
+                 if cost['device'].startswith('cuda') else 'peak memory: on '
+                 'a GPU only; on a CPU see tools/benchmark_overhead.py'),
               ['run', 's/iter', 'peak MiB'], rows)
         if 'overhead' in cost:
             out.append(f'  distiller / student {cost["overhead"]:.2f}x; '

@@ -247,3 +247,26 @@ def test_dist_train_retina_two_processes(hub_cache, coco_root,
     # one log, by rank 0
     assert len(glob.glob(str(work / '*' / '*.log'))) == 1
     assert 'Epoch(train) [1][1/1]' in out.stdout, out.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_check_retina_reports_the_random_teacher(hub_cache, coco_root,
+                                                 tmp_path):  # noqa: F811
+    """``tools/check.py configs/pcka/retina_r101_r50.py`` offline: the
+    cached teacher URL holds random weights, and the check says so (exit
+    1, the teacher verdict only); levels, one step and the recipe pass."""
+    hub_cache.fill([RETINA])
+    out_json = tmp_path / 'check.json'
+    out = run_tool([sys.executable, 'tools/check.py', RETINA,
+                    '--num-images', '2', '--iters', '0', '--out',
+                    str(out_json)] + data_options(coco_root, None),
+                   hub_cache.env())
+    assert out.returncode == 1, out.stdout[-8000:]
+    report = json.loads(out_json.read_text())
+    status = {v['check']: v['status'] for v in report['verdicts']}
+    assert status == dict(levels='ok', teacher='FAIL', step='ok'), status
+    assert report['evaluation']['teacher']['recall'] == 0
+    assert report['training_scale']['size'] == [800, 1344]
+    assert [lv['patches'] for lv in report['levels']] == [77, 24, 6, 2]
+    assert report['recipe']['batch'].startswith('1 per GPU x 16 GPUs')
+    assert 'Downloading' not in out.stdout

@@ -38,6 +38,9 @@ class SyntheticConfig:
         min_size (int): Smallest shape side in pixels.
         max_size (int): Largest shape side in pixels.
         seed (int): Seed of the whole dataset.
+        class_names (tuple[str]): Category names written for the six
+            shapes, in :data:`CLASSES` order (another name per shape makes
+            a dataset that is not ours, for walkthroughs and tests).
     """
     num_train: int = 600
     num_val: int = 150
@@ -46,6 +49,15 @@ class SyntheticConfig:
     min_size: int = 8
     max_size: int = 170
     seed: int = 0
+    class_names: Tuple[str, ...] = CLASSES
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != len(CLASSES) or \
+                len(set(self.class_names)) != len(CLASSES):
+            raise ValueError(f'class_names must be {len(CLASSES)} distinct '
+                             f'names (one per shape of {CLASSES}), got '
+                             f'{self.class_names}')
+        self.class_names = tuple(self.class_names)
 
 
 def _background(rng: np.random.RandomState, w: int, h: int) -> np.ndarray:
@@ -188,7 +200,7 @@ def generate_split(out_dir: str, split: str, num_images: int,
         images=images,
         annotations=annotations,
         categories=[dict(id=i + 1, name=n, supercategory='shape')
-                    for i, n in enumerate(CLASSES)])
+                    for i, n in enumerate(cfg.class_names)])
     ann_file = osp.join(out_dir, 'annotations', f'instances_{split}.json')
     # the json appears only when complete
     return atomic_write_text(ann_file, json.dumps(coco))
