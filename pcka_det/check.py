@@ -631,7 +631,11 @@ def run_check(config: str,
     check_teacher(report, cfg, model, classes, num_images)
     data = model.data_preprocessor(next(iter(train_loader)), True)
     if distiller and paired:
-        check_step(report, model, data)
+        try:
+            check_step(report, model, data)
+        except Exception as e:  # noqa: BLE001  (what training would raise)
+            report.verdict('step', FAIL, f'{type(e).__name__}: {e}')
+            return report.data
     if iters > 0 and paired:
         check_cost(report, model, data, device, iters)
     return report.data

@@ -120,12 +120,32 @@ def test_zero_weight_level_fails(tiny_coco, toy_teacher_ckpt):
     assert 'step pcka_p4' not in failed
 
 
-def test_exploding_ratio_fails(tiny_coco, toy_teacher_ckpt):
-    report = check(tiny_coco, toy_teacher_ckpt, num_images=0, **{
-        'model.distill_losses.pcka_p3.loss.intra_weight': 500.})
+def test_exploding_ratio_fails_in_a_config_inheriting_ours(
+        tiny_coco, toy_teacher_ckpt, tmp_path):
+    config = tmp_path / 'my_distill.py'
+    config.write_text(f'_base_ = {TOY_DISTILL!r}\n'
+                      'model = dict(distill_losses=dict(pcka_p3=dict('
+                      'loss=dict(intra_weight=500.))))\n')
+    report = check(tiny_coco, toy_teacher_ckpt, config=str(config),
+                   num_images=0)
     message = verdicts(report)['step pcka_p3']
     assert 'drowns the detection loss' in message
     assert 'step pcka_p4' not in verdicts(report)
+
+
+def test_teacher_receiving_gradient_fails(tiny_coco, toy_teacher_ckpt,
+                                          monkeypatch):
+    """A distiller that let gradient into its teacher (trained, or its
+    activations kept, every step) is caught by the step check."""
+    from pcka_det.models import FeatureDistiller
+
+    def leaky(self, inputs, data_samples=None):
+        self.teacher.requires_grad_(True)
+        return self.teacher.extract_feat(inputs)
+
+    monkeypatch.setattr(FeatureDistiller, 'teacher_features', leaky)
+    report = check(tiny_coco, toy_teacher_ckpt, num_images=0)
+    assert 'received gradient' in verdicts(report)['step teacher']
 
 
 def test_plain_detector_config_is_checked_too(tiny_coco):
