@@ -36,13 +36,20 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+from mmengine.evaluator import Evaluator
 from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, set_random_seed
 from torch import Tensor, nn
 
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox_overlaps
 from .benchmark import measure
+from .checkpoint import load_weights, read_checkpoint
 from .cli import prepare_cfg
 from .datasets import check_dataloaders, padded_training_scale
+from .fileio import atomic_write_text
 from .models import FeatureDistiller, head_num_classes
 
 # A level's distillation loss divided by the detection loss, at the first
@@ -87,7 +94,6 @@ def checkpoint_classes(path: Optional[str]) -> Optional[List[str]]:
     mmdet 2 ``CLASSES``), or None."""
     if not path:
         return None
-    from .checkpoint import read_checkpoint
     meta = read_checkpoint(path).get('meta') or {}
     classes = (meta.get('dataset_meta') or {}).get('classes') or \
         meta.get('CLASSES')
@@ -110,7 +116,6 @@ def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
         detection of their class) and ``found_any_class`` (by any
         detection).
     """
-    from mmdet.structures.bbox import bbox_overlaps
     result = dict(objects=len(gt_boxes), found=0, found_any_class=0)
     if len(gt_boxes) == 0 or len(boxes) == 0:
         return result
@@ -145,7 +150,6 @@ def grad_norm(loss: Tensor, params: List[nn.Parameter]) -> float:
 
 
 def _loader(cfg: Config, name: str):
-    from mmengine.runner import Runner
     loader = cfg[name].copy()
     # a few batches: no worker processes to start
     loader.update(num_workers=0, persistent_workers=False)
@@ -252,12 +256,13 @@ def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
     ``loader``, plus the recall of :func:`box_recall`."""
     detector.eval()
     counts = dict(objects=0, found=0, found_any_class=0)
-    seen = 0
+    seen, img_ids = 0, []
     with torch.no_grad():
         for batch in loader:
             outputs = detector.test_step(batch)
             evaluator.process(data_samples=outputs, data_batch=batch)
             for sample in outputs:
+                img_ids.append(sample.img_id)
                 boxes, labels = gt.get(sample.img_id, (None, None))
                 if boxes is None:
                     continue
@@ -274,6 +279,12 @@ def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
     # the evaluator's own tables and its "results are empty" error: the
     # report shows the metrics, and no detection at all is the recall's job
     logger.setLevel(logging.CRITICAL)
+    for metric in evaluator.metrics:
+        if hasattr(metric, 'img_ids'):
+            # CocoMetric scores every image of its annotation file unless
+            # told which: the objects of images not run would count as
+            # missed
+            metric.img_ids = img_ids
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             metrics = evaluator.evaluate(seen)
@@ -337,7 +348,6 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
         report.verdict('teacher', WARN, 'not evaluated (no val_dataloader '
                        'or val_evaluator, or --num-images 0)')
         return
-    from mmengine.evaluator import Evaluator
     loader = _loader(cfg, 'val_dataloader')
     evaluator = Evaluator(cfg.val_evaluator)
     evaluator.dataset_meta = loader.dataset.metainfo
@@ -483,7 +493,7 @@ def check_cost(report: Report, model: nn.Module, data: dict,
                 batch=len(samples), rows=rows,
                 projected_hours=main * schedule_iters / 3600,
                 projected=f'{schedule_iters} iterations x {main:.3g} s = '
-                f'{main * schedule_iters / 3600:.3g} h ({recipe["gpus"]} GPU'
+                f'{_duration(main * schedule_iters)} ({recipe["gpus"]} GPU'
                 f'{"s" if recipe["gpus"] != 1 else ""}, '
                 'validation not counted)')
     if distiller:
@@ -493,6 +503,14 @@ def check_cost(report: Report, model: nn.Module, data: dict,
 
 
 # ----------------------------------------------------------------- report
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f'{seconds / 60:.1f} min'
+    if seconds < 3 * 86400:
+        return f'{seconds / 3600:.1f} h'
+    return f'{seconds / 86400:.1f} days'
 
 
 def _shape(shape) -> str:
@@ -594,8 +612,6 @@ def run_check(config: str,
         dict: The report (``verdicts``: list of ``check``/``status``/
         ``message``; ``FAIL`` in any means the run should not start).
     """
-    from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
 
     report = Report(config)
     device = torch.device(device or ('cuda' if torch.cuda.is_available()
@@ -613,11 +629,12 @@ def run_check(config: str,
         report.verdict('data', FAIL, f'{type(e).__name__}: {e}')
         return report.data
     try:
-        torch.manual_seed(cfg.get('randomness', {}).get('seed') or 0)
+        # the step's batch (shuffle, flips) and the student's
+        # initialisation as the run's seed makes them
+        set_random_seed(cfg.get('randomness', {}).get('seed') or 0)
         model = MODELS.build(cfg.model)
         model.init_weights()
         if cfg.get('load_from'):
-            from .checkpoint import load_weights
             load_weights(model, cfg.load_from)
     except Exception as e:  # noqa: BLE001  (what training would raise)
         report.verdict('build', FAIL, f'{type(e).__name__}: {e}')
@@ -642,7 +659,6 @@ def run_check(config: str,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Check a (distillation) training config before '
         'training: recipe, teacher quality, one step, cost.')
@@ -666,11 +682,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    data = run_check(args.config, args.cfg_options, args.num_images,
-                     args.iters, args.gpus, args.device)
+    # the report is the output: MMEngine's initialisation and dataset
+    # chatter (INFO, pycocotools' prints) stay out of it, warnings do not
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = run_check(args.config, args.cfg_options, args.num_images,
+                             args.iters, args.gpus, args.device)
+    finally:
+        logger.setLevel(level)
     print(render(data))
     if args.out:
-        from .fileio import atomic_write_text
         atomic_write_text(args.out, json.dumps(data, indent=2, default=str))
     return 1 if any(v['status'] == FAIL for v in data['verdicts']) else 0
 

@@ -36,9 +36,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from torch import nn
 
 from .datasets import padded_training_scale
+from .fileio import atomic_write_text
 from .models.builder import (build_detector, head_num_classes,
                              resolve_config_path)
 
@@ -327,7 +329,6 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     Returns:
         dict: The plan (see :func:`plan`).
     """
-    from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     student_cfg = Config.fromfile(resolve_config_path(student))
     with torch.random.fork_rng():
@@ -338,7 +339,6 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     p = plan(t_model, s_model, size, weight, max_levels)
     text = render(p, teacher, teacher_ckpt, student, out, size, source,
                   command or 'python -m pcka_det.new_config ...')
-    from .fileio import atomic_write_text
     if osp.dirname(osp.abspath(out)):
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     atomic_write_text(out, text)
