@@ -1,6 +1,8 @@
 # The two commands a user types: `make demo` and `make test`.
 # Each installs what it needs first (tools/install.sh, idempotent).
 # `make test` runs the whole suite, the `slow` end-to-end tests included.
+# `make study` compares the methods over seeds with equal tuning (opt-in,
+# hours; tools/study.py).
 # `make demo DETECTOR=fcos` runs the FCOS toy pair instead of RetinaNet, in
 # work_dirs/demo_fcos. `make clean-demo` deletes what `make demo` made: the
 # work dirs of both and the dataset it generated (the defaults of
@@ -9,7 +11,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
 
-.PHONY: install test demo clean-demo
+.PHONY: install test demo study clean-demo
 
 install: $(STAMP)
 
@@ -23,6 +25,12 @@ test: install
 demo: install
 	$(PYTHON) tools/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \
 		$(if $(FRESH),--fresh) $(if $(METHODS),--methods $(METHODS))
+
+# The comparison to trust: every method tuned alike, several seeds
+# (tools/study.py; hours on 2 cores, resumable: rerun to continue).
+study: install
+	$(PYTHON) tools/study.py $(if $(DETECTOR),--detector $(DETECTOR)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
 
 clean-demo:
 	rm -rf work_dirs/demo work_dirs/demo_fcos data/synthetic

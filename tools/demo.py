@@ -66,6 +66,12 @@ def parse_args(argv=None):
                         help='a few images and one short epoch per stage '
                         '(a smoke test of the pipeline, not a result)')
     parser.add_argument('--stage', help=argparse.SUPPRESS)  # worker mode
+    # a worker's stage outside the demo's list (tools/study.py)
+    parser.add_argument('--stage-config', help=argparse.SUPPRESS)
+    parser.add_argument('--stage-options', type=json.loads,
+                        help=argparse.SUPPRESS)
+    parser.add_argument('--distilled', action='store_true',
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     detector = DETECTORS[args.detector]
     missing = sorted(set(args.methods) - set(detector['methods']))
@@ -107,6 +113,12 @@ def launch_stage(args, name: str, out_dir: str, total_iters: int) -> None:
            '--detector', args.detector, '--work-dir', args.work_dir,
            '--data-root', args.data_root,
            '--seed', str(args.seed)] + (['--tiny'] if args.tiny else [])
+    if getattr(args, 'stage_config', None):
+        cmd += ['--stage-config', args.stage_config]
+    if getattr(args, 'stage_options', None):
+        cmd += ['--stage-options', json.dumps(args.stage_options)]
+    if getattr(args, 'distilled', False):
+        cmd.append('--distilled')
     log_path = osp.join(out_dir, STAGE_LOG)
     pattern = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
     with open(log_path, 'w') as log, tqdm(

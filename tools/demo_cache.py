@@ -14,7 +14,7 @@ import os.path as osp
 import shutil
 from typing import Tuple
 
-from demo_stages import METHODS, ROOT, STAGE_LOG, stage_overrides
+from demo_stages import ROOT, STAGE_LOG, is_distilled, stage_overrides
 
 FINGERPRINT = 'fingerprint.json'  # in each stage's work dir
 
@@ -99,7 +99,7 @@ def stage_fingerprint(args, name: str, config: str) -> dict:
         cfg_options=stage_overrides(args, name, data_root='<data_root>',
                                     work_dir='<work_dir>'),
         data_sha256=data_digest(args.data_root))
-    if name in METHODS:
+    if is_distilled(args, name):
         teacher = osp.join(args.work_dir, 'teacher', 'model.pth')
         fingerprint['teacher_sha256'] = sha256_file(teacher)
     return fingerprint

@@ -53,9 +53,17 @@ def stages(methods, detector: str = 'retinanet') -> list:
           f'Student + {METHODS[m]}') for m in methods]
 
 
+def is_distilled(args, name: str) -> bool:
+    """Whether stage ``name`` distils from the demo's teacher: a method of
+    the demo, or a stage ``args.distilled`` says is one (tools/study.py's
+    ``pcka_x2_s1``)."""
+    return name in METHODS or bool(getattr(args, 'distilled', False))
+
+
 def stage_overrides(args, name: str, data_root: Optional[str] = None,
                     work_dir: Optional[str] = None) -> dict:
-    """``--cfg-options`` of one stage: data location, seed, tiny mode.
+    """``--cfg-options`` of one stage: data location, seed, tiny mode, and
+    ``args.stage_options`` if set (tools/study.py's loss weights).
 
     ``data_root`` and ``work_dir`` replace ``args``' (the fingerprint puts
     placeholders there: it hashes the data and the teacher instead).
@@ -67,7 +75,7 @@ def stage_overrides(args, name: str, data_root: Optional[str] = None,
         'randomness.seed': args.seed,
         'work_dir': osp.join(work_dir, name),
     })
-    if name in METHODS:
+    if is_distilled(args, name):
         opts['model.teacher_ckpt'] = osp.join(work_dir, 'teacher',
                                               'model.pth')
     if args.tiny:
@@ -77,6 +85,7 @@ def stage_overrides(args, name: str, data_root: Optional[str] = None,
             'train_dataloader.batch_size': TINY['batch_size'],
             'default_hooks.logger.interval': 1,
         })
+    opts.update(getattr(args, 'stage_options', None) or {})
     return opts
 
 
@@ -93,8 +102,9 @@ def run_stage_worker(args) -> None:
     from pcka_det.train import build_runner
 
     name = args.stage
-    config = {n: c for n, c, _ in stages(
-        DETECTORS[args.detector]['methods'], args.detector)}[name]
+    config = getattr(args, 'stage_config', None) or {
+        n: c for n, c, _ in stages(DETECTORS[args.detector]['methods'],
+                                   args.detector)}[name]
     opts = stage_overrides(args, name)
     work_dir = opts['work_dir']
     start = time.time()
@@ -117,7 +127,7 @@ def run_stage_worker(args) -> None:
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         last = f.read().strip()
     model_file = osp.join(work_dir, 'model.pth')
-    if name in METHODS:
+    if is_distilled(args, name):
         export_student(last, model_file)
     else:
         slim_checkpoint(last, model_file)

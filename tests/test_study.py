@@ -1,0 +1,150 @@
+"""tools/study.py: its statistics against values computed by hand, its
+weight grid, and its resume by fingerprint."""
+import json
+import math
+import os.path as osp
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from study_stats import (describe, paired_difference, summarise,  # noqa: E402
+                         t_critical)
+
+# AP of three seeds: the student alone, and a method that gains on each
+RESULTS = {
+    'student': {0: dict(AP=8.0, AP50=18.0), 1: dict(AP=8.6, AP50=19.0),
+                2: dict(AP=8.3, AP50=18.5)},
+    'pcka': {0: dict(AP=9.0, AP50=20.0), 1: dict(AP=9.2, AP50=20.4),
+             2: dict(AP=9.4, AP50=20.2)},
+    # one seed lower than the student: the interval straddles 0
+    'pkd': {0: dict(AP=8.5, AP50=18.0), 1: dict(AP=8.2, AP50=19.0),
+            2: dict(AP=8.9, AP50=18.5)},
+}
+
+
+def test_t_critical_from_the_table():
+    # Student t, two-sided 95 %: 12.706 (1 df), 4.303 (2), 2.776 (4)
+    assert t_critical(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_critical(2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_critical(4) == pytest.approx(2.7764, abs=1e-4)
+
+
+def test_describe_by_hand():
+    d = describe([8.0, 8.6, 8.3])
+    # mean 8.3; deviations -0.3, 0.3, 0 -> sample variance 0.18 / 2
+    assert d['mean'] == pytest.approx(8.3)
+    assert d['std'] == pytest.approx(0.3)
+    assert (d['min'], d['max'], d['n']) == (8.0, 8.6, 3)
+    assert describe([5.0])['std'] == 0.0
+
+
+def test_paired_difference_by_hand():
+    pcka = {s: m['AP'] for s, m in RESULTS['pcka'].items()}
+    student = {s: m['AP'] for s, m in RESULTS['student'].items()}
+    d = paired_difference(pcka, student)
+    # differences 1.0, 0.6, 1.1: mean 0.9, deviations 0.1, -0.3, 0.2,
+    # sample std sqrt(0.14 / 2); half-width 4.3027 * std / sqrt(3)
+    std = math.sqrt(0.07)
+    half = 4.302653 * std / math.sqrt(3)
+    assert d['mean'] == pytest.approx(0.9)
+    assert d['std'] == pytest.approx(std)
+    assert d['low'] == pytest.approx(0.9 - half, abs=1e-5)
+    assert d['high'] == pytest.approx(0.9 + half, abs=1e-5)
+    assert d['beyond_spread'] and d['seeds'] == [0, 1, 2]
+    # only the seeds both have are paired
+    assert paired_difference({0: 9.0, 5: 1.0}, student)['seeds'] == [0]
+    with pytest.raises(ValueError, match='no seed in common'):
+        paired_difference({7: 1.0}, student)
+
+
+def test_summarise_table():
+    table = summarise(RESULTS)
+    assert table['student']['vs_baseline'] is None
+    assert table['pcka']['ap']['mean'] == pytest.approx(9.2)
+    assert table['pcka']['means'] == pytest.approx(dict(AP=9.2, AP50=20.2))
+    # pkd - student: 0.5, -0.4, 0.6: mean 0.2333, the interval holds 0
+    pkd = table['pkd']['vs_baseline']
+    assert pkd['mean'] == pytest.approx(0.7 / 3)
+    assert pkd['low'] < 0 < pkd['high'] and not pkd['beyond_spread']
+    with pytest.raises(ValueError, match='baseline "teacher"'):
+        summarise(RESULTS, baseline='teacher')
+
+
+# ----------------------------------------------------------------- the study
+
+import demo  # noqa: E402  (tools/, on the path above)
+import study  # noqa: E402
+
+
+def test_factors_place_the_grid_by_hand():
+    # terms at 1.5x the detection loss: 0.3 / 1.5, 1 / 1.5, 3 / 1.5
+    assert study.factors(1.5) == [0.2, 0.67, 2.0]
+    assert study.factors(0.04) == [7.5, 25.0, 75.0]
+    with pytest.raises(ValueError, match='not positive'):
+        study.factors(0.0)
+
+
+def test_weight_options_scale_every_loss():
+    pkd = study.weight_options(study.method_config('retinanet', 'pkd'), 0.5)
+    assert pkd == {f'model.distill_losses.pkd_p{i}.loss.loss_weight': 3.0
+                   for i in range(3, 7)}  # the config's 6.0 x 0.5
+    pcka = study.weight_options(study.method_config('retinanet', 'pcka'), 2)
+    assert set(pcka.values()) == {2.0}  # loss_weight defaults to 1
+
+
+def fake_result(out_dir, ap: float) -> None:
+    metrics = {f'coco/{m}': ap for _, m in (
+        ('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
+        ('APs', 'bbox_mAP_s'), ('APm', 'bbox_mAP_m'),
+        ('APl', 'bbox_mAP_l'))}
+    with open(osp.join(out_dir, 'result.json'), 'w') as f:
+        json.dump(dict(coco_metrics=metrics, num_detections=5), f)
+
+
+def test_study_stages_resume_by_fingerprint(tmp_path, monkeypatch):
+    """A finished stage is reused while its seed and weights are the same;
+    another weight or seed runs again (here a fake launch writes the
+    result instead of training)."""
+    work, data = tmp_path / 'work', tmp_path / 'data'
+    _, base, _ = study.parse_args(['--tiny', '--work-dir', str(work),
+                                   '--data-root', str(data)])
+    demo.ensure_data(base)
+    (work / 'teacher').mkdir(parents=True)
+    (work / 'teacher' / 'model.pth').write_bytes(b'teacher weights')
+    launched = []
+
+    def launch(args, name, out_dir, total_iters):
+        launched.append((name, args.seed, args.stage_options))
+        fake_result(out_dir, 0.1 * len(launched))
+
+    monkeypatch.setattr(demo, 'launch_stage', launch)
+    config = study.method_config('retinanet', 'pkd')
+    half = study.weight_options(config, 0.5)
+    first = study.stage(base, 'pkd_x0.5_s1', config, 1, half)
+    again = study.stage(base, 'pkd_x0.5_s1', config, 1, half)
+    assert launched == [('pkd_x0.5_s1', 1, half)]
+    assert first['metrics'] == again['metrics']
+    fingerprint = json.loads(
+        (work / 'pkd_x0.5_s1' / 'fingerprint.json').read_text())
+    assert fingerprint['cfg_options']['randomness.seed'] == 1
+    assert fingerprint['cfg_options'][
+        'model.distill_losses.pkd_p3.loss.loss_weight'] == 3.0
+    assert fingerprint['teacher_sha256']
+    # another weight under the same name, another seed: run again
+    study.stage(base, 'pkd_x0.5_s1', config, 1,
+                study.weight_options(config, 2.0))
+    study.stage(base, 'pkd_x0.5_s1', config, 2,
+                study.weight_options(config, 2.0))
+    assert [s for _, s, _ in launched] == [1, 1, 2]
+    # a new teacher reruns a distilled stage, not the student's
+    study.stage(base, 'student_s1', 'configs/toy/retinanet_thin-r18_toy.py',
+                1, distilled=False)
+    (work / 'teacher' / 'model.pth').write_bytes(b'retrained teacher')
+    study.stage(base, 'student_s1', 'configs/toy/retinanet_thin-r18_toy.py',
+                1, distilled=False)
+    study.stage(base, 'pkd_x0.5_s1', config, 2,
+                study.weight_options(config, 2.0))
+    assert [n for n, _, _ in launched][-2:] == ['student_s1', 'pkd_x0.5_s1']
+    assert len(launched) == 5

@@ -1,0 +1,238 @@
+"""Seeds x methods x loss weights on the toy pair: a comparison to trust.
+
+Every distillation method (PCKA, PKD, CWD, FitNet) gets the same tuning:
+three loss-weight factors chosen so that its distillation terms start at
+about 0.3x, 1x and 3x the detection loss (measured with
+``pcka_det.check``'s training step on the trained teacher, at the
+config's weights), each trained on seed 0 and the best by validation AP
+kept; then the picked weight runs on every seed, as does the student
+alone. The table: per method the AP over seeds (mean, std, min-max), the
+paired difference to the student alone (same seed) with its 95 % t
+interval, and the AP50/75/s/m/l means; written to ``study.json`` with a
+figure of one point per seed.
+
+Built on ``make demo``'s stages and cache (``tools/demo.py``): each run is
+a demo stage in the same work dir, reused while its fingerprint (config,
+seed, weights, data, teacher) is unchanged, so an interrupted study resumes
+where it stopped and shares the demo's teacher and seed-0 student.
+
+Example:
+    python tools/study.py                        # RetinaNet, 4 methods, seeds 0 1 2
+    python tools/study.py --detector fcos --seeds 0 1 2 3
+    python tools/study.py --methods pcka pkd --tiny   # a smoke test
+"""
+import argparse
+import copy
+import json
+import math
+import os.path as osp
+from typing import Dict, List, Sequence
+
+import demo
+from demo_report import read_result
+from demo_stages import DETECTORS, METHODS, ROOT, stage_overrides
+from study_stats import AP_KEYS, summarise
+
+# Distillation / detection loss ratios at the first step the grid aims at.
+TARGET_RATIOS = (0.3, 1.0, 3.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--detector', default='retinanet',
+                        choices=sorted(DETECTORS))
+    parser.add_argument('--methods', nargs='+', default=None,
+                        help='default: every method of the detector')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--work-dir', help='default: the demo\'s, so its '
+                        'teacher and seed-0 student are reused')
+    parser.add_argument('--data-root')
+    parser.add_argument('--tiny', action='store_true',
+                        help='a few images, one epoch per stage')
+    args = parser.parse_args(argv)
+    demo_argv = ['--detector', args.detector]
+    for flag, value in (('--work-dir', args.work_dir),
+                        ('--data-root', args.data_root)):
+        if value:
+            demo_argv += [flag, value]
+    base = demo.parse_args(demo_argv + (['--tiny'] if args.tiny else []))
+    base.seed = 0
+    methods = args.methods or list(DETECTORS[args.detector]['methods'])
+    unknown = sorted(set(methods) -
+                     set(DETECTORS[args.detector]['methods']))
+    if unknown:
+        parser.error(f'--detector {args.detector} has no toy config for '
+                     f'{unknown}')
+    if 0 not in args.seeds:
+        parser.error('--seeds must include 0 (the tuning seed)')
+    return args, base, methods
+
+
+def factors(ratio: float, targets: Sequence[float] = TARGET_RATIOS
+            ) -> List[float]:
+    """Weight factors that bring a distillation/detection loss ``ratio``
+    (measured at the config's weights) to each of ``targets``, rounded to
+    two significant digits."""
+    if not ratio > 0:
+        raise ValueError(f'distillation/detection ratio {ratio} is not '
+                         'positive: the grid cannot be placed')
+    out = []
+    for target in targets:
+        f = target / ratio
+        digits = 1 - int(math.floor(math.log10(f)))
+        out.append(round(f, digits))
+    return out
+
+
+def weight_options(config: str, factor: float) -> Dict[str, float]:
+    """``--cfg-options`` scaling every distillation loss of ``config`` by
+    ``factor`` (through each loss's ``loss_weight``, default 1)."""
+    cfg = demo.load_config(osp.join(ROOT, config))
+    return {
+        f'model.distill_losses.{name}.loss.loss_weight':
+        round(float(spec['loss'].get('loss_weight', 1.0)) * factor, 6)
+        for name, spec in cfg.model.distill_losses.items()}
+
+
+def method_config(detector: str, method: str) -> str:
+    return f'configs/toy/{method}_{detector}_r18_thin-r18_toy.py'
+
+
+def first_step_ratio(base, config: str) -> float:
+    """Sum over levels of distillation / detection loss at the first step,
+    at the config's weights, with the demo's trained teacher (seed 0)."""
+    from pcka_det.check import run_check
+    args = copy.copy(base)
+    args.distilled = True
+    report = run_check(osp.join(ROOT, config),
+                       stage_overrides(args, 'ratio'), num_images=0,
+                       iters=0)
+    if 'step' not in report:  # the step could not run: say why
+        raise RuntimeError(f'pcka_det.check on {config}: '
+                           f'{report["verdicts"]}')
+    return sum(row['ratio'] for row in report['step']
+               if row['name'] != 'detection')
+
+
+def stage(base, name: str, config: str, seed: int, options=None,
+          distilled: bool = True) -> dict:
+    """Run (or reuse) one stage; its result with the table metrics."""
+    args = copy.copy(base)
+    args.seed = seed
+    args.stage_config = config
+    args.stage_options = options or None
+    args.distilled = distilled
+    result = demo.run_stage(args, name, config,
+                            demo.iters_per_stage(args, config))
+    return result
+
+
+def run_study(args, base, methods) -> dict:
+    """Tune on seed 0, run every seed, summarise; see the module doc."""
+    demo.ensure_data(base)
+    detector = args.detector
+    teacher_cfg = f'configs/toy/{detector}_r18_toy.py'
+    student_cfg = f'configs/toy/{detector}_thin-r18_toy.py'
+    demo.run_stage(base, 'teacher', teacher_cfg,
+                   demo.iters_per_stage(base, teacher_cfg))
+    plan, results = {}, {'student': {}}
+    for seed in args.seeds:
+        name = 'student' if seed == 0 else f'student_s{seed}'
+        results['student'][seed] = stage(
+            base, name, student_cfg, seed, distilled=False)['metrics']
+    for method in methods:
+        config = method_config(detector, method)
+        ratio = first_step_ratio(base, config)
+        grid = factors(ratio)
+        tuning = {}
+        for f in grid:
+            tuning[f] = stage(base, f'{method}_x{f:g}_s0', config, 0,
+                              weight_options(config, f))['metrics']
+        best = max(grid, key=lambda f: (tuning[f]['AP'], -abs(math.log(f))))
+        plan[method] = dict(config=config, first_step_ratio=ratio,
+                            factors=grid,
+                            tuning_ap={f'{f:g}': tuning[f]['AP']
+                                       for f in grid},
+                            picked=best,
+                            options=weight_options(config, best))
+        results[method] = {0: tuning[best]}
+        for seed in args.seeds:
+            if seed != 0:
+                results[method][seed] = stage(
+                    base, f'{method}_x{best:g}_s{seed}', config, seed,
+                    weight_options(config, best))['metrics']
+    table = summarise(results)
+    return dict(detector=detector, seeds=args.seeds, tiny=args.tiny,
+                target_ratios=TARGET_RATIOS, plan=plan,
+                results={m: {str(s): r for s, r in by_seed.items()}
+                         for m, by_seed in results.items()},
+                table=table)
+
+
+def format_table(study: dict) -> str:
+    """The printed table."""
+    table = study['table']
+    head = (f'{"method":<10}{"weight x":>9}{"AP mean":>9}{"std":>6}'
+            f'{"min-max":>13}{"vs student (95% CI)":>26}'
+            + ''.join(f'{k:>7}' for k in AP_KEYS[1:]))
+    lines = [head, '-' * len(head)]
+    for method, row in table.items():
+        ap = row['ap']
+        picked = study['plan'].get(method, {}).get('picked')
+        diff = row['vs_baseline']
+        if diff is None:
+            versus = '-'
+        elif diff['low'] is None:
+            versus = f'{diff["mean"]:+.2f}'
+        else:
+            versus = (f'{diff["mean"]:+.2f} [{diff["low"]:+.2f}, '
+                      f'{diff["high"]:+.2f}]'
+                      + (' *' if diff['beyond_spread'] else ''))
+        lines.append(
+            f'{METHODS.get(method, method):<10}'
+            f'{"-" if picked is None else f"{picked:g}":>9}'
+            f'{ap["mean"]:>9.2f}{ap["std"]:>6.2f}'
+            f'{ap["min"]:>6.1f}-{ap["max"]:<6.1f}{versus:>26}'
+            + ''.join(f'{row["means"].get(k, float("nan")):>7.1f}'
+                      for k in AP_KEYS[1:]))
+    lines.append('* the interval excludes 0: larger than the seed spread')
+    return '\n'.join(lines)
+
+
+def plot(study: dict, path: str) -> None:
+    """One point per seed and method, the mean as a bar."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    methods = list(study['results'])
+    fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 3.5))
+    for i, method in enumerate(methods):
+        values = [r['AP'] for r in study['results'][method].values()]
+        ax.bar(i, sum(values) / len(values), color='0.85')
+        ax.scatter([i] * len(values), values, color='C0', zorder=3)
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels([METHODS.get(m, m) for m in methods])
+    ax.set_ylabel('AP (one point per seed)')
+    ax.set_title(f'{DETECTORS[study["detector"]]["name"]} toy pair, seeds '
+                 f'{study["seeds"]}')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    args, base, methods = parse_args(argv)
+    study = run_study(args, base, methods)
+    text = format_table(study)
+    print(text)
+    study['printed'] = text
+    out = osp.join(base.work_dir, 'study.json')
+    with open(out, 'w') as f:
+        json.dump(study, f, indent=1)
+    plot(study, osp.join(base.work_dir, 'study.png'))
+    print(f'Results: {out}, figure: {osp.join(base.work_dir, "study.png")}')
+    return study
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,92 @@
+"""Statistics of a seeds x methods study: per method the mean AP over
+seeds, its spread, and the paired difference to the student trained alone
+on the same seeds, with a 95 % t interval.
+
+Pure functions on plain dicts (``method -> seed -> metrics``), so that the
+numbers a study prints can be checked against values computed by hand.
+"""
+import math
+from typing import Dict, List, Mapping
+
+from scipy import stats
+
+# What the table reports, as tools/demo.py's results name them.
+AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided Student t quantile for ``df`` degrees of freedom."""
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def describe(values: List[float]) -> dict:
+    """``n``, ``mean``, sample ``std`` (ddof 1; 0 for one value), ``min``,
+    ``max`` of ``values``."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean)**2 for v in values) / (n - 1)) \
+        if n > 1 else 0.0
+    return dict(n=n, mean=mean, std=std, min=min(values), max=max(values))
+
+
+def paired_difference(values: Mapping[int, float],
+                      baseline: Mapping[int, float],
+                      level: float = 0.95) -> dict:
+    """Mean of ``values[s] - baseline[s]`` over the seeds both have, with
+    its t interval.
+
+    Args:
+        values (Mapping[int, float]): Seed -> metric of a method.
+        baseline (Mapping[int, float]): Seed -> metric of the baseline.
+        level (float): Confidence level of the interval.
+
+    Returns:
+        dict: ``seeds``, ``mean``, ``std`` (of the differences), ``low``,
+        ``high`` (the interval; None with fewer than two seeds) and
+        ``beyond_spread`` (the interval excludes 0).
+    """
+    seeds = sorted(set(values) & set(baseline))
+    if not seeds:
+        raise ValueError('no seed in common with the baseline')
+    diffs = [values[s] - baseline[s] for s in seeds]
+    d = describe(diffs)
+    out = dict(seeds=seeds, mean=d['mean'], std=d['std'], low=None,
+               high=None, beyond_spread=False)
+    if len(diffs) > 1:
+        half = t_critical(len(diffs) - 1, level) * d['std'] / math.sqrt(
+            len(diffs))
+        out.update(low=d['mean'] - half, high=d['mean'] + half)
+        out['beyond_spread'] = out['low'] > 0 or out['high'] < 0
+    return out
+
+
+def summarise(results: Mapping[str, Mapping[int, Mapping[str, float]]],
+              baseline: str = 'student', key: str = 'AP') -> Dict[str, dict]:
+    """The study's table: per method, ``key`` over seeds (:func:`describe`),
+    the means of :data:`AP_KEYS`, and the paired difference to
+    ``baseline`` (None for the baseline itself).
+
+    Args:
+        results (Mapping): ``method -> seed -> {metric: value}``.
+        baseline (str): The method every other is compared with.
+        key (str): The metric of the spread and the differences.
+
+    Returns:
+        dict: ``method -> dict(ap=describe(...), means={...},
+        vs_baseline=paired_difference(...) or None)``.
+    """
+    if baseline not in results:
+        raise ValueError(f'baseline "{baseline}" has no results')
+    base = {s: m[key] for s, m in results[baseline].items()}
+    table = {}
+    for method, by_seed in results.items():
+        values = {s: m[key] for s, m in by_seed.items()}
+        table[method] = dict(
+            ap=describe([values[s] for s in sorted(values)]),
+            # a size without ground truth is None (n/a): no mean
+            means={k: sum(m[k] for m in by_seed.values()) / len(by_seed)
+                   for k in AP_KEYS
+                   if all(m.get(k) is not None for m in by_seed.values())},
+            vs_baseline=None if method == baseline else
+            paired_difference(values, base))
+    return table
