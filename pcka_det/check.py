@@ -28,6 +28,7 @@ Example:
 """
 import argparse
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -39,7 +40,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import Evaluator
 from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
+from mmengine.registry import HOOKS, init_default_scope
 from mmengine.runner import Runner, set_random_seed
 from torch import Tensor, nn
 
@@ -49,6 +50,7 @@ from .benchmark import measure
 from .checkpoint import load_weights, read_checkpoint
 from .cli import prepare_cfg
 from .datasets import check_dataloaders, padded_training_scale
+from .engine.train_loop import rng_state, set_rng_state
 from .fileio import atomic_write_text
 from .models import FeatureDistiller, head_num_classes
 
@@ -81,6 +83,7 @@ class Report:
 
     @property
     def failed(self) -> List[dict]:
+        """The FAIL verdicts so far."""
         return [v for v in self.data['verdicts'] if v['status'] == FAIL]
 
     def __setitem__(self, key: str, value) -> None:
@@ -115,7 +118,8 @@ def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
     Returns:
         dict: ``objects`` (G), ``found`` (objects overlapped at ``iou`` by a
         detection of their class) and ``found_any_class`` (by any
-        detection).
+        detection). One detection may find several objects: a recall for
+        telling a detector from a random one, not COCO's matching.
     """
     result = dict(objects=len(gt_boxes), found=0, found_any_class=0)
     if len(gt_boxes) == 0 or len(boxes) == 0:
@@ -154,7 +158,8 @@ def _loader(cfg: Config, name: str):
     loader = cfg[name].copy()
     # a few batches: no worker processes to start
     loader.update(num_workers=0, persistent_workers=False)
-    return Runner.build_dataloader(loader, seed=0)
+    return Runner.build_dataloader(
+        loader, seed=cfg.get('randomness', {}).get('seed') or 0)
 
 
 def _type_name(cfg) -> str:
@@ -178,8 +183,17 @@ def _loss_text(loss: nn.Module) -> str:
 
 def check_recipe(report: Report, cfg: Config, model: nn.Module,
                  train_len: int, gpus: Optional[int]) -> None:
-    """Fill ``report['recipe']``, the iterations of the whole schedule
-    included."""
+    """Fill ``report['recipe']``: models and checkpoints, optimizer, batch
+    per GPU x GPUs, schedule (its ``iterations`` in all), hooks.
+
+    Args:
+        report (Report): The report to fill.
+        cfg (Config): The full config.
+        model (nn.Module): The built model (a distiller or a detector).
+        train_len (int): Images of the training set.
+        gpus (int, optional): GPUs of the real run; default from
+            ``auto_scale_lr.base_batch_size`` (else 1).
+    """
     loader = cfg.train_dataloader
     batch = int(loader.batch_size)
     scale_lr = cfg.get('auto_scale_lr') or {}
@@ -187,8 +201,9 @@ def check_recipe(report: Report, cfg: Config, model: nn.Module,
     if gpus is None:
         base = scale_lr.get('base_batch_size')
         gpus = max(1, int(base) // batch) if base else 1
-        gpus_from = (f'auto_scale_lr.base_batch_size {base} / {batch} per '
-                     'GPU' if base else 'default')
+        gpus_from = (f'as auto_scale_lr.base_batch_size {base} / {batch} per '
+                     'GPU assumes; --gpus N for yours' if base else
+                     'default; --gpus N for yours')
     train_cfg = cfg.get('train_cfg') or {}
     per_epoch = math.ceil(train_len / (batch * gpus))
     if 'max_iters' in train_cfg:
@@ -231,7 +246,17 @@ def check_recipe(report: Report, cfg: Config, model: nn.Module,
 
 def check_levels(report: Report, cfg: Config,
                  model: FeatureDistiller) -> bool:
-    """The distiller's pre-flight at the training scale, per level."""
+    """The distiller's pre-flight at the padded training scale: fills
+    ``report['levels']`` (shapes, patches, connector per level).
+
+    Args:
+        report (Report): The report to fill.
+        cfg (Config): The full config.
+        model (FeatureDistiller): The distiller.
+
+    Returns:
+        bool: Every level is paired (False: a FAIL verdict was added).
+    """
     size, source = padded_training_scale(cfg, model.data_preprocessor)
     report['training_scale'] = dict(size=list(size), source=source)
     try:
@@ -241,10 +266,14 @@ def check_levels(report: Report, cfg: Config,
         return False
     for level in levels:
         level['loss'] = _loss_text(model.distill_losses[level['name']])
-        level['connector'] = _type_name(
-            type(model.connectors[level['name']]).__name__) \
+        level['connector'] = type(model.connectors[level['name']]).__name__ \
             if level['name'] in model.connectors else None
     report['levels'] = levels
+    if 'assumed' in source:
+        report.verdict('levels', WARN, f'{source}: the levels were checked '
+                       f'at {size[0]}x{size[1]}. If your images are '
+                       'smaller, add the Resize your data needs to the '
+                       'training pipeline.')
     report.verdict('levels', OK, f'{len(levels)} levels paired at '
                    f'{size[0]}x{size[1]}, each with >= 2 patches where the '
                    'loss has patches')
@@ -254,7 +283,19 @@ def check_levels(report: Report, cfg: Config,
 def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
              gt: Dict) -> Dict:
     """Metrics of ``detector`` on the first ``num_images`` images of
-    ``loader``, plus the recall of :func:`box_recall`."""
+    ``loader`` (whole batches), plus the recall of :func:`box_recall`.
+
+    Args:
+        detector (nn.Module): A detector (its own preprocessor runs).
+        loader (DataLoader): The validation loader.
+        evaluator (Evaluator): The config's evaluator, ``dataset_meta`` set.
+        num_images (int): Images to run, at least.
+        gt (dict): :func:`ground_truth` of the loader's dataset.
+
+    Returns:
+        dict: ``images``, ``objects``, ``recall``, ``recall_any_class``
+        and the evaluator's ``metrics``.
+    """
     detector.eval()
     counts = dict(objects=0, found=0, found_any_class=0)
     seen, img_ids = 0, []
@@ -302,8 +343,16 @@ def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
 
 
 def ground_truth(dataset, limit: int) -> Dict:
-    """``img_id -> (boxes, labels)`` of the first ``limit`` images (the
-    ignored ones left out), from the dataset's own annotations."""
+    """The ground truth of the first ``limit`` images, from the dataset's
+    own annotations (original image coordinates, ignored boxes left out).
+
+    Args:
+        dataset (BaseDataset): The validation dataset.
+        limit (int): Images to read.
+
+    Returns:
+        dict: ``img_id -> (boxes (G, 4), labels (G,))``.
+    """
     gt = {}
     for index in range(min(len(dataset), limit)):
         info = dataset.get_data_info(index)
@@ -319,7 +368,17 @@ def ground_truth(dataset, limit: int) -> Dict:
 
 def check_teacher(report: Report, cfg: Config, model: nn.Module,
                   classes: Sequence[str], num_images: int) -> None:
-    """Class agreement and evaluation of the teacher and the student."""
+    """The teacher's classes against the dataset's, and the teacher and
+    the student evaluated (:func:`evaluate`); fills
+    ``report['evaluation']`` and adds the teacher's verdicts.
+
+    Args:
+        report (Report): The report to fill.
+        cfg (Config): The full config.
+        model (nn.Module): A distiller (a plain detector: the student only).
+        classes (Sequence[str]): The training set's classes.
+        num_images (int): Validation images to evaluate on (0: none).
+    """
     distiller = isinstance(model, FeatureDistiller)
     if distiller:
         counts = head_num_classes(model.teacher)
@@ -344,10 +403,12 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
                 f'first differences {differ}. Set metainfo.classes in the '
                 'same order as the teacher was trained with, or use a '
                 'teacher trained on this dataset.')
-    if num_images <= 0 or not cfg.get('val_dataloader') or \
-            not cfg.get('val_evaluator'):
-        report.verdict('teacher', WARN, 'not evaluated (no val_dataloader '
-                       'or val_evaluator, or --num-images 0)')
+    skip = ('--num-images is 0' if num_images <= 0 else
+            'the config has no val_dataloader' if not cfg.get(
+                'val_dataloader') else 'the config has no val_evaluator'
+            if not cfg.get('val_evaluator') else None)
+    if skip:
+        report.verdict('teacher', WARN, f'not evaluated: {skip}')
         return
     loader = _loader(cfg, 'val_dataloader')
     evaluator = Evaluator(cfg.val_evaluator)
@@ -399,13 +460,59 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
                        f'{found["images"]} images')
 
 
+def level_verdict(loss: float, ratio: float, nonfinite: bool
+                  ) -> Optional[str]:
+    """What is wrong with one level at the first step, or None.
+
+    Args:
+        loss (float): The level's distillation loss.
+        ratio (float): ``loss`` / the detection loss.
+        nonfinite (bool): The distiller found the loss NaN/Inf (and, with
+            ``nonfinite='skip'``, zeroed it).
+
+    Returns:
+        str, optional: The problem, in words.
+    """
+    low, high = RATIO_BAND
+    if nonfinite or not math.isfinite(loss):
+        return ('the loss is NaN/Inf: the level would be skipped every step '
+                '(nonfinite=skip) or stop the run (raise). Look for an '
+                'all-zero channel or an fp16 overflow in its features.')
+    if loss == 0:
+        return ('the loss is 0 at the first step: the level trains nothing '
+                '(its weights are 0, or student and teacher features '
+                'already agree: a shared module, or the same recorder read '
+                'twice).')
+    if not low <= ratio <= high:
+        return (f'the loss is {ratio:.3g}x the detection loss, outside '
+                f'[{low:g}, {high:g}] (pcka_det.check.RATIO_BAND, 20x either '
+                'side of an equal pull): ' + (
+                    'its weight is too small to change the student; raise '
+                    'it.' if ratio < low else
+                    'it drowns the detection loss (and, with gradient '
+                    'clipping, shrinks its gradient); lower its weight.'))
+    return None
+
+
 def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
-    """One training step's losses and gradients, per level."""
+    """One training step's losses and the gradients they send to the
+    student's backbone and neck (where every distilled level and the
+    detection loss meet), per level; fills ``report['step']`` and adds a
+    verdict per broken level (:func:`level_verdict`) or for a teacher that
+    received gradient.
+
+    Args:
+        report (Report): The report to fill.
+        model (FeatureDistiller): The distiller, in its training state.
+        data (dict): A preprocessed batch (``inputs``, ``data_samples``).
+    """
     model.train()
-    neck = getattr(model.student, 'neck', None) or model.student.backbone
-    params = [p for p in neck.parameters() if p.requires_grad]
+    parts = [model.student.backbone, getattr(model.student, 'neck', None)]
+    params = [p for part in parts if part is not None
+              for p in part.parameters() if p.requires_grad]
     model.zero_grad(set_to_none=True)
     losses = model.loss(data['inputs'], data['data_samples'])
+    nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
     keys = {name: name if name.startswith('loss') else f'loss_{name}'
             for name in model.loss_mappings}
     det = summed_losses(losses, list(keys.values()))
@@ -413,7 +520,6 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     det_grad = grad_norm(det, params)
     rows = [dict(name='detection', loss=det_value, ratio=1.0,
                  grad=det_grad, grad_ratio=1.0)]
-    low, high = RATIO_BAND
     for name, key in keys.items():
         value = losses[key]
         loss = float(value.detach())
@@ -421,29 +527,21 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         ratio = loss / det_value if det_value else math.inf
         rows.append(dict(name=name, loss=loss, ratio=ratio, grad=grad,
                          grad_ratio=grad / det_grad if det_grad else math.inf))
-        if not math.isfinite(loss):
-            report.verdict(f'step {name}', FAIL, f'loss is {loss}: the level '
-                           'would be skipped every step (nonfinite=skip)')
-        elif loss == 0:
-            report.verdict(
-                f'step {name}', FAIL,
-                'loss is 0 at the first step: the level trains nothing '
-                '(its weights are 0, or student and teacher features '
-                'already agree: a shared module or the same recorder '
-                'read twice).')
-        elif not low <= ratio <= high:
-            report.verdict(
-                f'step {name}', FAIL,
-                f'loss {loss:.4g} is {ratio:.3g}x the detection loss '
-                f'{det_value:.4g}, outside [{low:g}, {high:g}] (the '
-                'band is 20x either side of an equal pull; see '
-                'pcka_det.check.RATIO_BAND): '
-                + ('the weight is too small to change the student.'
-                   if ratio < low else
-                   'the level drowns the detection loss (and, with gradient '
-                   'clipping, shrinks its gradient): lower its weight.'))
-    total = det + sum(losses[k] for k in keys.values())
-    total.backward()
+        problem = level_verdict(loss, ratio, nonfinite.get(name, 0) > 0)
+        if problem:
+            weight = _weight_key(model.distill_losses[name])
+            report.verdict(f'step {name}', FAIL, f'loss {loss:.4g} '
+                           f'(detection {det_value:.4g}): {problem}'
+                           + (f' (model.distill_losses.{name}.loss.{weight})'
+                              if weight and 'weight' in problem else ''))
+    distill = sum(losses[k] for k in keys.values())
+    rows.append(dict(name='all distillation', loss=float(distill.detach()),
+                     ratio=float(distill.detach()) / det_value
+                     if det_value else math.inf,
+                     grad=grad_norm(distill, params),
+                     grad_ratio=grad_norm(distill, params) / det_grad
+                     if det_grad else math.inf))
+    (det + distill).backward()
     touched = sorted(n for n, p in model.teacher.named_parameters()
                      if p.requires_grad or p.grad is not None)
     if touched:
@@ -454,13 +552,31 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     report['step'] = rows
     if not any(v['check'].startswith('step') for v in report.failed):
         report.verdict('step', OK, 'every level has a finite, non-zero '
-                       f'loss within {low:g}-{high:g}x the detection loss')
+                       f'loss within {RATIO_BAND[0]:g}-{RATIO_BAND[1]:g}x '
+                       'the detection loss')
+
+
+def _weight_key(loss: nn.Module) -> Optional[str]:
+    """The argument that weights a distillation loss."""
+    for key in ('intra_weight', 'loss_weight'):
+        if getattr(loss, key, None) is not None:
+            return key
+    return None
 
 
 def check_cost(report: Report, model: nn.Module, data: dict,
                device: torch.device, iters: int) -> None:
-    """Seconds per iteration and peak memory (:func:`measure`), student
-    alone vs distiller, on the same batch."""
+    """Seconds per iteration and peak memory (:func:`measure`) of the
+    student alone, the distiller and the teacher's forward on the same
+    batch, and the schedule's projected time; fills ``report['cost']``.
+
+    Args:
+        report (Report): The report to fill (its recipe first).
+        model (nn.Module): A distiller or a plain detector.
+        data (dict): A preprocessed batch (``inputs``, ``data_samples``).
+        device (torch.device): Where the model runs.
+        iters (int): Timed iterations per row, after one warm-up.
+    """
     inputs, samples = data['inputs'], data['data_samples']
     distiller = isinstance(model, FeatureDistiller)
     student = model.student if distiller else model
@@ -496,7 +612,8 @@ def check_cost(report: Report, model: nn.Module, data: dict,
                 batch=len(samples), rows=rows,
                 projected_hours=main * schedule_iters / 3600,
                 projected=f'{schedule_iters} iterations x {main:.3g} s = '
-                f'{_duration(main * schedule_iters)} ({recipe["gpus"]} GPU'
+                f'{_duration(main * schedule_iters)} at this '
+                f'{device.type.upper()}\'s speed ({recipe["gpus"]} GPU'
                 f'{"s" if recipe["gpus"] != 1 else ""}, '
                 'validation not counted)')
     if distiller:
@@ -620,45 +737,93 @@ def run_check(config: str,
     device = torch.device(device or ('cuda' if torch.cuda.is_available()
                                      else 'cpu'))
     report['device'] = str(device)
-    cfg = prepare_cfg(config, cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    names = ['train_dataloader']
-    if cfg.get('val_dataloader'):
-        names.append('val_dataloader')
+    state = rng_state()
     try:
-        for message in check_dataloaders(cfg, names, log=False):
-            report.verdict('data', WARN, message)
-    except Exception as e:  # noqa: BLE001  (what training would raise)
-        report.verdict('data', FAIL, f'{type(e).__name__}: {e}')
-        return report.data
-    try:
-        # the step's batch (shuffle, flips) and the student's
-        # initialisation as the run's seed makes them
-        set_random_seed(cfg.get('randomness', {}).get('seed') or 0)
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-        if cfg.get('load_from'):
-            load_weights(model, cfg.load_from)
-    except Exception as e:  # noqa: BLE001  (what training would raise)
-        report.verdict('build', FAIL, f'{type(e).__name__}: {e}')
-        return report.data
-    model.to(device)
-    distiller = isinstance(model, FeatureDistiller)
-    train_loader = _loader(cfg, 'train_dataloader')
-    classes = train_loader.dataset.metainfo.get('classes') or ()
-    check_recipe(report, cfg, model, len(train_loader.dataset), gpus)
-    paired = check_levels(report, cfg, model) if distiller else True
-    check_teacher(report, cfg, model, classes, num_images)
-    data = model.data_preprocessor(next(iter(train_loader)), True)
-    if distiller and paired:
-        try:
-            check_step(report, model, data)
-        except Exception as e:  # noqa: BLE001  (what training would raise)
-            report.verdict('step', FAIL, f'{type(e).__name__}: {e}')
-            return report.data
-    if iters > 0 and paired:
-        check_cost(report, model, data, device, iters)
+        _run_sections(report, config, cfg_options, num_images, iters, gpus,
+                      device)
+    finally:
+        # the run's seed was set for the step's batch and the student's
+        # initialisation; the caller's random streams are given back
+        set_rng_state(state)
     return report.data
+
+
+class _Stop(Exception):
+    """A section failed in a way the later ones depend on."""
+
+
+def _section(report: Report, check: str):
+    """Context turning an exception of a section into a FAIL verdict named
+    ``check`` (what training would raise, reported instead of a
+    traceback); the run then stops."""
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except _Stop:
+            raise
+        except Exception as e:  # noqa: BLE001
+            report.verdict(check, FAIL, f'{type(e).__name__}: {e}')
+            raise _Stop from e
+
+    return guard()
+
+
+def _run_sections(report: Report, config: str, cfg_options, num_images: int,
+                  iters: int, gpus: Optional[int],
+                  device: torch.device) -> None:
+    try:
+        with _section(report, 'config'):
+            cfg = prepare_cfg(config, cfg_options)
+            init_default_scope(cfg.get('default_scope', 'mmdet'))
+            for hook in cfg.get('custom_hooks') or []:
+                HOOKS.build(copy.deepcopy(hook))
+        names = ['train_dataloader']
+        if cfg.get('val_dataloader'):
+            names.append('val_dataloader')
+        with _section(report, 'data'):
+            for message in check_dataloaders(cfg, names, log=False):
+                report.verdict('data', WARN, message)
+        with _section(report, 'build'):
+            set_random_seed(cfg.get('randomness', {}).get('seed') or 0)
+            model = MODELS.build(cfg.model)
+            model.init_weights()
+            if cfg.get('load_from'):
+                load_weights(model, cfg.load_from)
+            model.to(device)
+        distiller = isinstance(model, FeatureDistiller)
+        with _section(report, 'data'):
+            train_loader = _loader(cfg, 'train_dataloader')
+            batch = next(iter(train_loader))
+        classes = train_loader.dataset.metainfo.get('classes') or ()
+        check_recipe(report, cfg, model, len(train_loader.dataset), gpus)
+        with _section(report, 'levels'):
+            paired = check_levels(report, cfg, model) if distiller else True
+        with _section(report, 'teacher'):
+            check_teacher(report, cfg, model, classes, num_images)
+        if not paired:
+            return
+        data = model.data_preprocessor(batch, True)
+        if distiller:
+            with _section(report, 'step'):
+                check_step(report, model, data)
+        if iters > 0:
+            with _section(report, 'cost'):
+                check_cost(report, model, data, device, iters)
+    except _Stop:
+        return
+
+
+def _strict_json(obj):
+    """``obj`` with NaN/Inf floats as strings (strict JSON has neither)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -668,7 +833,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--num-images', type=int, default=50,
                         help='validation images to evaluate the teacher and '
-                        'the student on (0: skip)')
+                        'the student on, at least (whole batches; 0: skip)')
     parser.add_argument('--iters', type=int, default=3,
                         help='iterations timed per cost row (0: skip)')
     parser.add_argument('--gpus', type=int, default=None,
@@ -698,7 +863,8 @@ def main(argv=None) -> int:
         logger.setLevel(level)
     print(render(data))
     if args.out:
-        atomic_write_text(args.out, json.dumps(data, indent=2, default=str))
+        atomic_write_text(args.out, json.dumps(_strict_json(data),
+                                               indent=2, default=str))
     return 1 if any(v['status'] == FAIL for v in data['verdicts']) else 0
 
 

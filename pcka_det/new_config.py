@@ -30,6 +30,7 @@ import datetime
 import math
 import os
 import os.path as osp
+import shlex
 import sys
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -41,6 +42,7 @@ from torch import nn
 
 from .datasets import padded_training_scale
 from .fileio import atomic_write_text
+from .losses.patch_cka import patch_count
 from .models.builder import (build_detector, head_num_classes,
                              resolve_config_path)
 
@@ -85,9 +87,9 @@ def patch_size_for(shape: Sequence[int], sizes=PATCH_SIZES) -> Optional[int]:
     """The largest of ``sizes`` leaving at least two patches on a level
     (a map resized up to a multiple of the patch, as PCKA does); None if
     none does (a 1x1 level)."""
-    h, w = shape[2:]
+    level = torch.empty(shape, device='meta')
     for p in sizes:
-        if math.ceil(h / p) * math.ceil(w / p) >= 2:
+        if patch_count(level, p) >= 2:
             return p
     return None
 
@@ -143,7 +145,10 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
                 f'stride {stride} is output {i} of the student\'s neck and '
                 f'output {j} of the teacher\'s (strides {s_strides} vs '
                 f'{t_strides}); FeatureDistiller pairs the same output '
-                'index of both. Give both necks the same start_level.')
+                'index of both. Give both necks the same start_level (or, '
+                'if only one side has a neck, record comparable modules '
+                'yourself: recorders=dict(x=dict(student=..., '
+                'teacher=...))).')
         if len(levels) == max_levels:
             dropped.append((stride, f'beyond the first {max_levels}'))
             continue
@@ -156,13 +161,19 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
                            teacher=t_shapes[j], patch_size=patch,
                            connector=widths if widths[0] != widths[1]
                            else None))
+    if not levels:
+        raise PairingError(
+            f'no level left to distil (common strides {common}: '
+            + ', '.join(f'{s} {why}' for s, why in dropped) + ').')
     two_stage = hasattr(student, 'rpn_head') or hasattr(student, 'roi_head')
     intra = PAPER_WEIGHT if weight is None else float(weight)
     return dict(levels=levels, dropped=dropped, intra_weight=intra,
                 inter_weight=intra if two_stage else None,
                 two_stage=two_stage,
-                recorder='neck' if getattr(student, 'with_neck', False)
-                else 'backbone',
+                # where extract_feat's output comes from, on each side
+                recorder={side: 'neck' if getattr(model, 'with_neck', False)
+                          else 'backbone' for side, model in (
+                              ('student', student), ('teacher', teacher))},
                 t_strides=t_strides, s_strides=s_strides,
                 weight_given=weight is not None)
 
@@ -175,6 +186,13 @@ def _config_ref(path: str, out_dir: str, predefined: bool) -> str:
         return path
     rel = osp.relpath(osp.abspath(path), osp.abspath(out_dir))
     return f'{{{{ fileDirname }}}}/{rel}' if predefined else rel
+
+
+def _recorders(sources: Dict[str, str]) -> str:
+    if sources['student'] == sources['teacher']:
+        return f"    recorders=dict(neck={sources['student']!r}),"
+    return ("    recorders=dict(neck=dict(student="
+            f"{sources['student']!r}, teacher={sources['teacher']!r})),")
 
 
 def _model_ref(side: str, ref: str) -> str:
@@ -198,8 +216,24 @@ def _loss_text(level: Dict, p: Dict, indent: str) -> str:
 
 def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
            out: str, size: Tuple[int, int], size_source: str,
-           command: str) -> str:
-    """The config text for :func:`plan`'s result ``p``."""
+           command: str, imports: Sequence[str] = ()) -> str:
+    """The config text for :func:`plan`'s result ``p``.
+
+    Args:
+        p (dict): :func:`plan`'s result.
+        teacher (str): Teacher config, as given.
+        teacher_ckpt (str): Teacher checkpoint, written as is.
+        student (str): Student config, as given.
+        out (str): Where the config goes (relative paths are made from
+            its folder).
+        size (tuple[int, int]): The training scale the plan used.
+        size_source (str): Where that scale came from.
+        command (str): The command line, for the header.
+        imports (Sequence[str]): The student config's ``custom_imports``.
+
+    Returns:
+        str: The config file's text.
+    """
     out_dir = osp.dirname(osp.abspath(out))
     levels = p['levels']
     names = [f'pcka_p{int(math.log2(lv["stride"]))}' for lv in levels]
@@ -245,15 +279,28 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
     else:
         lines.append('# Weights: the paper\'s for a one-stage student, '
                      'intra 10.')
-    lines.append('# Check before training: python -m pcka_det.check '
-                 f'{out}')
+    lines.append('# Check before training: '
+                 + shlex.join(['python', '-m', 'pcka_det.check', out]))
+    lines.append(f'teacher_ckpt = {teacher_ckpt!r}'
+                 + ('  # noqa: E501' if len(repr(teacher_ckpt)) > 64 else ''))
+    student_base = repr(_config_ref(student, out_dir, False))
+    if imports:
+        # MMEngine refuses a key that two _base_ files both set: the
+        # runtime's two lines here, with the student's imports kept
+        lines += [
+            f'_base_ = {student_base}',
+            '',
+            '# pcka_det registers the distiller; DistillRunner checks the '
+            'run and exports the',
+            '# student (as configs/_base_/distill_runtime.py sets them).',
+            f'custom_imports = dict(imports={[*imports, "pcka_det"]!r}, '
+            'allow_failed_imports=False)',
+            "runner_type = 'DistillRunner'",
+        ]
+    else:
+        lines += ['_base_ = [', f'    {student_base},',
+                  "    'pcka_det::_base_/distill_runtime.py',", ']']
     lines += [
-        f'teacher_ckpt = {teacher_ckpt!r}'
-        + ('  # noqa: E501' if len(repr(teacher_ckpt)) > 64 else ''),
-        '_base_ = [',
-        f'    {_config_ref(student, out_dir, False)!r},',
-        "    'pcka_det::_base_/distill_runtime.py',",
-        ']',
         '',
         'model = dict(',
         '    _delete_=True,',
@@ -261,7 +308,7 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
         _model_ref('student', _config_ref(student, out_dir, True)),
         _model_ref('teacher', _config_ref(teacher, out_dir, True)),
         '    teacher_ckpt=teacher_ckpt,',
-        f"    recorders=dict(neck={p['recorder']!r}),",
+        _recorders(p['recorder']),
     ]
     first = levels[0]
     offset = int(math.log2(first['stride'])) - first['index']
@@ -337,11 +384,20 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     size, source = padded_training_scale(student_cfg,
                                          s_model.data_preprocessor)
     p = plan(t_model, s_model, size, weight, max_levels)
+    imports = list((student_cfg.get('custom_imports') or {}).get(
+        'imports', []))
+    imports = [i for i in imports if i != 'pcka_det']
     text = render(p, teacher, teacher_ckpt, student, out, size, source,
-                  command or 'python -m pcka_det.new_config ...')
-    if osp.dirname(osp.abspath(out)):
-        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+                  command or 'python -m pcka_det.new_config ...', imports)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     atomic_write_text(out, text)
+    try:  # what training will do first
+        Config.fromfile(out)
+    except Exception as e:
+        os.remove(out)
+        raise RuntimeError(f'the config written for these detectors does '
+                           f'not load ({type(e).__name__}: {e}); nothing '
+                           'was written. Please report it.') from e
     return p
 
 
@@ -365,7 +421,7 @@ def main(argv=None) -> int:
     if osp.exists(args.out) and not args.force:
         sys.exit(f'{args.out} exists; pass --force to overwrite it.')
     argv = sys.argv[1:] if argv is None else argv
-    command = 'python -m pcka_det.new_config ' + ' '.join(argv)
+    command = shlex.join(['python', '-m', 'pcka_det.new_config', *argv])
     try:
         p = new_config(args.teacher, args.teacher_ckpt, args.student,
                        args.out, args.weight, args.max_levels, command)
@@ -373,7 +429,8 @@ def main(argv=None) -> int:
         sys.exit(f'Cannot pair these detectors: {e}')
     print(f'Wrote {args.out}: {len(p["levels"])} levels (strides '
           + ', '.join(str(lv['stride']) for lv in p['levels'])
-          + f'). Check it: python -m pcka_det.check {args.out}')
+          + '). Check it: '
+          + shlex.join(['python', '-m', 'pcka_det.check', args.out]))
     return 0
 
 

@@ -65,6 +65,8 @@ def test_random_teacher_fails_and_the_report_is_complete(tiny_coco,
     assert report['levels'][0]['patches'] == 36
     step = {row['name']: row for row in report['step']}
     assert step['detection']['loss'] > 0
+    assert step['all distillation']['loss'] == pytest.approx(sum(
+        step[f'pcka_p{i}']['loss'] for i in range(3, 7)))
     for name in ('pcka_p3', 'pcka_p6'):
         assert RATIO_BAND[0] < step[name]['ratio'] < RATIO_BAND[1]
         assert step[name]['grad'] > 0
@@ -130,7 +132,25 @@ def test_exploding_ratio_fails_in_a_config_inheriting_ours(
                    num_images=0)
     message = verdicts(report)['step pcka_p3']
     assert 'drowns the detection loss' in message
+    assert 'model.distill_losses.pcka_p3.loss.intra_weight' in message
     assert 'step pcka_p4' not in verdicts(report)
+
+
+def test_nonfinite_level_fails_as_nonfinite(tiny_coco, toy_teacher_ckpt,
+                                            monkeypatch):
+    """A NaN level (zeroed by nonfinite='skip' before the report sees it)
+    is reported as NaN, not as a level at 0."""
+    from pcka_det.losses import PatchCKALoss
+    forward = PatchCKALoss.forward
+
+    def nan_on_p6(self, student, teacher):
+        value = forward(self, student, teacher)
+        return value * float('nan') if student.shape[-1] == 3 else value
+
+    monkeypatch.setattr(PatchCKALoss, 'forward', nan_on_p6)
+    failed = verdicts(check(tiny_coco, toy_teacher_ckpt, num_images=0))
+    assert 'NaN/Inf' in failed['step pcka_p6']
+    assert 'step pcka_p5' not in failed
 
 
 def test_teacher_receiving_gradient_fails(tiny_coco, toy_teacher_ckpt,

@@ -79,3 +79,22 @@ def test_refuses_shifted_levels(tmp_path):
         new_config('pcka_det::toy/faster_rcnn_r18_toy.py', 't.pth',
                    'pcka_det::toy/retinanet_thin-r18_toy.py',
                    str(tmp_path / 'out.py'))
+
+
+def test_student_with_custom_imports_gets_a_config_that_loads(tmp_path):
+    """MMEngine refuses a key two _base_ files set: a student config with
+    its own custom_imports (timm, ConvNeXt, user plugins) keeps them, with
+    pcka_det added, and the written config loads."""
+    student = tmp_path / 'student.py'
+    student.write_text(
+        "_base_ = 'pcka_det::toy/retinanet_thin-r18_toy.py'\n"
+        "custom_imports = dict(imports=['mmdet.models'], "
+        'allow_failed_imports=False)\n')
+    out = tmp_path / 'out.py'
+    new_config('pcka_det::toy/retinanet_r18_toy.py', 't.pth', str(student),
+               str(out))
+    cfg = Config.fromfile(str(out))
+    assert cfg.custom_imports.imports == ['mmdet.models', 'pcka_det']
+    assert cfg.runner_type == 'DistillRunner'
+    assert [spec['loss']['patch_size'] for spec in
+            cfg.model.distill_losses.values()] == [16, 8, 4, 2]

@@ -110,8 +110,8 @@ def first_step_ratio(base, config: str) -> float:
     if 'step' not in report:  # the step could not run: say why
         raise RuntimeError(f'pcka_det.check on {config}: '
                            f'{report["verdicts"]}')
-    return sum(row['ratio'] for row in report['step']
-               if row['name'] != 'detection')
+    return next(row['ratio'] for row in report['step']
+                if row['name'] == 'all distillation')
 
 
 def stage(base, name: str, config: str, seed: int, options=None,
