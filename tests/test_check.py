@@ -204,3 +204,24 @@ def test_command_exit_status_and_json(tiny_coco, toy_teacher_ckpt,
     assert [v['check'] for v in report['verdicts']
             if v['status'] == FAIL] == ['teacher']
     assert not work.exists()
+
+
+def test_training_scale_through_dataset_wrappers():
+    """The pre-flight size (used by the runner, check and new_config)
+    reads the pipelines inside RepeatDataset and ConcatDataset; without
+    any size it says mmdet's COCO scale is assumed."""
+    from mmengine.config import Config
+
+    from pcka_det.datasets import training_scale
+
+    def cfg(dataset):
+        return Config(dict(train_dataloader=dict(dataset=dataset)))
+
+    small = dict(pipeline=[dict(type='Resize', scale=(192, 192))])
+    large = dict(pipeline=[dict(type='Resize', scale=(1333, 800))])
+    assert training_scale(cfg(dict(type='RepeatDataset', times=3,
+                                   dataset=small)))[0] == (192, 192)
+    assert training_scale(cfg(dict(type='ConcatDataset',
+                                   datasets=[large, small])))[0] == (192, 192)
+    size, source = training_scale(cfg(dict(pipeline=[])))
+    assert size == (800, 1333) and 'assumed' in source

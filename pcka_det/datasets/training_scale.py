@@ -24,6 +24,47 @@ def _smallest(scales) -> Optional[Tuple[int, int]]:
     return min(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
 
 
+def _pipelines(dataset) -> list:
+    """The pipelines of a dataset config, through wrappers (``dataset``,
+    ``RepeatDataset``...) and ``ConcatDataset``'s ``datasets``."""
+    if not isinstance(dataset, dict):
+        return []
+    if 'pipeline' in dataset:
+        return [[t for t in dataset.get('pipeline') or []
+                 if isinstance(t, dict)]]
+    if 'dataset' in dataset:
+        return _pipelines(dataset['dataset'])
+    return [p for d in dataset.get('datasets') or [] for p in _pipelines(d)]
+
+
+def _pipeline_scale(pipeline: list):
+    """The smallest ``((H, W), source)`` of one training pipeline, or None
+    (see :func:`training_scale`)."""
+    found = None
+    for t in pipeline:
+        kind = t.get('type', '')
+        if kind == 'Pad' and _hw(t.get('size')) is not None:
+            w, h = t['size'] if isinstance(t['size'], (tuple, list)) else \
+                (t['size'], t['size'])
+            return (int(h), int(w)), 'Pad size of the training pipeline'
+        if kind == 'RandomCrop' and t.get('crop_type', 'absolute') == \
+                'absolute' and _hw(t.get('crop_size')) is not None:
+            w, h = t['crop_size']
+            found = (int(h), int(w)), 'RandomCrop of the training pipeline'
+        if found is None and kind in ('Resize', 'RandomResize',
+                                      'RandomChoiceResize'):
+            scales = t.get('scales') if kind == 'RandomChoiceResize' else \
+                t.get('scale')
+            if _hw(scales) is not None:
+                scales = [scales]
+            hw = _smallest(scales or [])
+            if hw is not None:
+                low = min(t.get('ratio_range') or (1.0, ))
+                hw = (math.ceil(hw[0] * low), math.ceil(hw[1] * low))
+                found = hw, f'{kind} scale of the training pipeline'
+    return found
+
+
 def training_scale(cfg: Config, preprocessor=None
                    ) -> Tuple[Tuple[int, int], str]:
     """The smallest ``(H, W)`` image of the training pipeline.
@@ -54,32 +95,10 @@ def training_scale(cfg: Config, preprocessor=None
             side = int(low[0] * getattr(aug, '_size_divisor', 1))
             return (side, side), 'BatchSyncRandomResize of the preprocessor'
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
-    while 'pipeline' not in dataset and 'dataset' in dataset:
-        dataset = dataset['dataset']
-    pipeline = [t for t in dataset.get('pipeline') or []
-                if isinstance(t, dict)]
-    found = None
-    for t in pipeline:
-        kind = t.get('type', '')
-        if kind == 'Pad' and _hw(t.get('size')) is not None:
-            w, h = t['size'] if isinstance(t['size'], (tuple, list)) else \
-                (t['size'], t['size'])
-            return (int(h), int(w)), 'Pad size of the training pipeline'
-        if kind == 'RandomCrop' and t.get('crop_type', 'absolute') == \
-                'absolute' and _hw(t.get('crop_size')) is not None:
-            w, h = t['crop_size']
-            found = (int(h), int(w)), 'RandomCrop of the training pipeline'
-        if found is None and kind in ('Resize', 'RandomResize',
-                                      'RandomChoiceResize'):
-            scales = t.get('scales') if kind == 'RandomChoiceResize' else \
-                t.get('scale')
-            if _hw(scales) is not None:
-                scales = [scales]
-            hw = _smallest(scales or [])
-            if hw is not None:
-                low = min(t.get('ratio_range') or (1.0, ))
-                hw = (math.ceil(hw[0] * low), math.ceil(hw[1] * low))
-                found = hw, f'{kind} scale of the training pipeline'
+    sizes = [size for size in map(_pipeline_scale, _pipelines(dataset))
+             if size is not None]
+    # several datasets (ConcatDataset): the smallest image of any
+    found = min(sizes, key=lambda s: s[0][0] * s[0][1]) if sizes else None
     if found is None:
         return DEFAULT_SCALE, ('no size in the training pipeline; mmdet\'s '
                                'COCO scale assumed')
