@@ -678,7 +678,7 @@ def render(data: dict) -> str:
               ['model', 'images', 'recall', 'any class', 'metrics'], rows)
     if 'step' in data:
         table('One training step (ratios to the detection loss; gradient '
-              'norms at the student\'s neck)',
+              'norms at the student\'s backbone + neck)',
               ['term', 'loss', 'ratio', 'grad norm', 'grad ratio'],
               [[r['name'], f'{r["loss"]:.4g}', f'{r["ratio"]:.3g}',
                 f'{r["grad"]:.3g}', f'{r["grad_ratio"]:.3g}']
