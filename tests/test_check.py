@@ -225,3 +225,14 @@ def test_training_scale_through_dataset_wrappers():
                                    datasets=[large, small])))[0] == (192, 192)
     size, source = training_scale(cfg(dict(pipeline=[])))
     assert size == (800, 1333) and 'assumed' in source
+
+
+def test_misspelled_hook_fails_before_anything_is_built(tiny_coco,
+                                                        toy_teacher_ckpt,
+                                                        tmp_path):
+    config = tmp_path / 'my_distill.py'
+    config.write_text(f'_base_ = {TOY_DISTILL!r}\n'
+                      "custom_hooks = [dict(type='EMAHok')]\n")
+    report = check(tiny_coco, toy_teacher_ckpt, config=str(config))
+    assert 'EMAHok' in verdicts(report)['config']
+    assert 'recipe' not in report
