@@ -52,7 +52,7 @@ from .cli import prepare_cfg
 from .datasets import check_dataloaders, padded_training_scale
 from .engine.train_loop import rng_state, set_rng_state
 from .fileio import atomic_write_text
-from .models import FeatureDistiller, head_num_classes
+from .models import FeatureDistiller, get_module, head_num_classes
 
 # A level's distillation loss divided by the detection loss, at the first
 # step, outside which the check fails. 1 means the level pulls as hard as
@@ -498,8 +498,8 @@ def level_verdict(loss: float, ratio: float, nonfinite: bool
 
 def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     """One training step's losses and the gradients they send to the
-    student's backbone and neck (where every distilled level and the
-    detection loss meet), per level; fills ``report['step']`` and adds a
+    student's distilled modules (the recorded ones: the neck, usually),
+    per level; fills ``report['step']`` and adds a
     verdict per broken level (:func:`level_verdict`) or for a teacher that
     received gradient.
 
@@ -509,9 +509,16 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         data (dict): A preprocessed batch (``inputs``, ``data_samples``).
     """
     model.train()
-    parts = [model.student.backbone, getattr(model.student, 'neck', None)]
-    params = [p for part in parts if part is not None
-              for p in part.parameters() if p.requires_grad]
+    # the modules whose outputs are distilled (the neck, usually): where
+    # the distillation gradient enters the student and meets the
+    # detection loss's (further back it is only mixed, and costs a
+    # backward through the backbone per level)
+    recorded = dict.fromkeys(model.student_recorders[rec].source
+                             for rec, _ in model.loss_mappings.values())
+    params = list(dict.fromkeys(
+        p for path in recorded
+        for p in get_module(model.student, path, 'student').parameters()
+        if p.requires_grad))
     model.zero_grad(set_to_none=True)
     losses = model.loss(data['inputs'], data['data_samples'])
     nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
@@ -537,13 +544,14 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
                            + (f' (model.distill_losses.{name}.loss.{weight})'
                               if weight and 'weight' in problem else ''))
     distill = sum(losses[k] for k in keys.values())
-    rows.append(dict(name='all distillation', loss=float(distill.detach()),
-                     ratio=float(distill.detach()) / det_value
-                     if det_value else math.inf,
-                     grad=grad_norm(distill, params),
-                     grad_ratio=grad_norm(distill, params) / det_grad
-                     if det_grad else math.inf))
-    (det + distill).backward()
+    total = float(distill.detach())
+    grad = grad_norm(distill, params)
+    rows.append(dict(name='all distillation', loss=total,
+                     ratio=total / det_value if det_value else math.inf,
+                     grad=grad,
+                     grad_ratio=grad / det_grad if det_grad else math.inf))
+    # a teacher parameter that requires grad is trained (or keeps its
+    # activations) every step
     touched = sorted(n for n, p in model.teacher.named_parameters()
                      if p.requires_grad or p.grad is not None)
     if touched:
@@ -678,7 +686,7 @@ def render(data: dict) -> str:
               ['model', 'images', 'recall', 'any class', 'metrics'], rows)
     if 'step' in data:
         table('One training step (ratios to the detection loss; gradient '
-              'norms at the student\'s backbone + neck)',
+              'norms at the student\'s recorded modules)',
               ['term', 'loss', 'ratio', 'grad norm', 'grad ratio'],
               [[r['name'], f'{r["loss"]:.4g}', f'{r["ratio"]:.3g}',
                 f'{r["grad"]:.3g}', f'{r["grad_ratio"]:.3g}']

@@ -11,7 +11,8 @@ attempt; they never skip.
 
 The commands get only what points them at the tiny dataset
 (``data/coco/{annotations,train2017,val2017}`` in a temporary folder, 2
-train and 2 val images), batch 1 without workers and one epoch (2
+train and 2 val images; the single-process training commands use the
+first train image only), batch 1 without workers and one epoch (1 or 2
 iterations), and the student's ``score_thr=0``: CocoMetric logs no AP at
 all for an empty result, and these barely trained models are close to it
 or below: untrained RetinaNet students scored at most 0.058 to 0.117 on
@@ -84,6 +85,9 @@ def coco_root(tmp_path_factory):
 
 
 RETINA_SCORE_THR = 'model.student.test_cfg.score_thr'
+# The single-process training commands take one step, on the first training
+# image (the two-process one needs both, one per rank).
+ONE_STEP = {'train_dataloader.dataset.indices': 1}
 
 
 def data_options(root, score_thr_key=RETINA_SCORE_THR, **extra) -> list:
@@ -147,8 +151,8 @@ def retina_train(hub_cache, coco_root, tmp_path_factory):  # noqa: F811
     files = hub_cache.fill([RETINA])
     work = tmp_path_factory.mktemp('retina') / 'work'
     out = run_tool([sys.executable, 'tools/train.py', RETINA,
-                    '--work-dir', str(work)] + data_options(coco_root),
-                   hub_cache.env())
+                    '--work-dir', str(work)] + data_options(
+                        coco_root, **ONE_STEP), hub_cache.env())
     return work, out, files
 
 
@@ -219,7 +223,8 @@ def test_train_faster_rcnn(hub_cache, coco_root, tmp_path):  # noqa: F811
     out = run_tool([sys.executable, 'tools/train.py', FASTER,
                     '--work-dir', str(work)] +
                    data_options(coco_root,
-                                'model.student.test_cfg.rcnn.score_thr'),
+                                'model.student.test_cfg.rcnn.score_thr',
+                                **ONE_STEP),
                    hub_cache.env())
     check_run(out, work, hub_cache, files)
 
@@ -258,7 +263,7 @@ def test_check_retina_reports_the_random_teacher(hub_cache, coco_root,
     hub_cache.fill([RETINA])
     out_json = tmp_path / 'check.json'
     out = run_tool([sys.executable, 'tools/check.py', RETINA,
-                    '--num-images', '2', '--iters', '0', '--out',
+                    '--num-images', '1', '--iters', '0', '--out',
                     str(out_json)] + data_options(coco_root, None),
                    hub_cache.env())
     assert out.returncode == 1, out.stdout[-8000:]
