@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from .benchmark import measure
-from .checkpoint import load_weights, read_checkpoint
+from .checkpoint import load_weights
 from .cli import prepare_cfg
 from .datasets import check_dataloaders, padded_training_scale
 from .engine.train_loop import rng_state, set_rng_state
@@ -95,17 +95,6 @@ class Report:
 # ----------------------------------------------------------------- helpers
 
 
-def checkpoint_classes(path: Optional[str]) -> Optional[List[str]]:
-    """Class names a checkpoint's meta records (mmdet 3 ``dataset_meta`` or
-    mmdet 2 ``CLASSES``), or None."""
-    if not path:
-        return None
-    meta = read_checkpoint(path).get('meta') or {}
-    classes = (meta.get('dataset_meta') or {}).get('classes') or \
-        meta.get('CLASSES')
-    return list(classes) if classes else None
-
-
 def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
                labels: Tensor, iou: float = 0.5) -> Dict[str, int]:
     """Ground-truth objects of one image found by a detection.
@@ -131,19 +120,6 @@ def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
     result['found'] = int((overlap & same).any(1).sum())
     result['found_any_class'] = int(overlap.any(1).sum())
     return result
-
-
-def summed_losses(losses: Dict[str, Tensor],
-                  exclude: Sequence[str] = ()) -> Tensor:
-    """Sum of a loss dict's terms (keys with ``loss``) as MMEngine's
-    ``parse_losses`` sums them, ``exclude`` left out."""
-    total = 0.
-    for key, value in losses.items():
-        if 'loss' not in key or key in exclude:
-            continue
-        total = total + (sum(v.sum() for v in value) if isinstance(
-            value, (list, tuple)) else value.sum())
-    return total
 
 
 def grad_norm(loss: Tensor, params: List[nn.Parameter]) -> float:
@@ -392,7 +368,7 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
                 'the checkpoint is for another dataset, or the teacher '
                 'config\'s num_classes / the dataset\'s metainfo.classes is '
                 'wrong.')
-        names = checkpoint_classes(model.teacher_ckpt)
+        names = model.frozen_teacher.checkpoint_classes
         if names is not None and list(names) != list(classes):
             differ = [(i, a, b) for i, (a, b) in enumerate(
                 zip(names, classes)) if a != b][:3]
@@ -524,7 +500,9 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
     keys = {name: name if name.startswith('loss') else f'loss_{name}'
             for name in model.loss_mappings}
-    det = summed_losses(losses, list(keys.values()))
+    # the detection terms, summed as the optimizer step sums them
+    det = model.parse_losses({k: v for k, v in losses.items()
+                              if k not in keys.values()})[0]
     det_value = float(det.detach())
     det_grad = grad_norm(det, params)
     rows = [dict(name='detection', loss=det_value, ratio=1.0,
@@ -594,7 +572,7 @@ def check_cost(report: Report, model: nn.Module, data: dict,
 
     def step(fn):
         def run():
-            summed_losses(fn(inputs, samples)).backward()
+            model.parse_losses(fn(inputs, samples))[0].backward()
             model.zero_grad(set_to_none=True)
         return run
 

@@ -2,7 +2,7 @@
 import logging
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from mmengine.logging import MMLogger, print_log
@@ -18,13 +18,18 @@ TEACHER_DTYPES = {None: torch.float32, 'fp32': torch.float32,
                   'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
-def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
+def load_teacher_checkpoint(teacher: nn.Module,
+                            path: str) -> Optional[List[str]]:
     """Load ``path`` into ``teacher`` strictly, failing with clear messages.
 
     Args:
         teacher (nn.Module): The teacher detector.
         path (str): Local path or URL of an mmdet checkpoint (URLs are read
             with ``weights_only=True``, see :mod:`pcka_det.checkpoint`).
+
+    Returns:
+        list[str], optional: The class names the checkpoint's meta records
+        (mmdet 3 ``dataset_meta.classes`` or mmdet 2 ``CLASSES``), if any.
     """
     if not is_url(path) and osp.isdir(path):
         found = sorted(n for n in os.listdir(path) if n.endswith('.pth'))
@@ -66,6 +71,10 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
             'feed would be NaN every step. Use a healthy checkpoint of the '
             'teacher.')
     teacher.load_state_dict(state, strict=True)
+    meta = (ckpt.get('meta') if isinstance(ckpt, dict) else None) or {}
+    classes = (meta.get('dataset_meta') or {}).get('classes') or \
+        meta.get('CLASSES')
+    return list(classes) if classes else None
 
 
 class FrozenTeacher:
@@ -118,8 +127,11 @@ class FrozenTeacher:
                       'keeps random weights (allow_random_teacher=True). Use '
                       'this only in tests and benchmarks.', logger='current',
                       level=logging.WARNING)
-        else:
-            load_teacher_checkpoint(model, checkpoint)
+        # the classes it was trained on, from its checkpoint (None: unknown)
+        self.checkpoint_classes: Optional[List[str]] = None
+        if checkpoint is not None:
+            self.checkpoint_classes = load_teacher_checkpoint(
+                model, checkpoint)
         model.eval()
         model.requires_grad_(False)
         self.model = model
