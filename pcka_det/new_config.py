@@ -112,8 +112,9 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
         dict: ``levels`` (per level: ``index``, ``stride``, ``student`` and
         ``teacher`` shapes, ``patch_size``, ``connector`` (student, teacher
         widths) or None), ``intra_weight``, ``inter_weight``, ``dropped``
-        (``(stride, reason)``), ``recorder`` (``'neck'`` or
-        ``'backbone'``) and the notes of each choice.
+        (``(stride, reason)``), ``recorder`` (per side, ``'neck'`` or
+        ``'backbone'``: where its ``extract_feat`` output comes from),
+        ``two_stage``, the strides of both necks and ``weight_given``.
 
     Raises:
         PairingError: No stride in common, levels at another output index,
