@@ -24,15 +24,17 @@ from pcka_det.models import build_detector
 COCO_KEYS = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
 FAMILIES = {
     # name: (PCKA config, student config, distilled FPN levels, CocoMetric
-    #        metrics, the student's score threshold)
+    #        metrics, the student's score threshold, a detection loss term
+    #        of this family's own head)
     'fcos': ('pcka_fcos_r18_thin-r18_toy.py', 'fcos_thin-r18_toy.py',
-             ['p3', 'p4', 'p5', 'p6'], ['bbox'], 'test_cfg.score_thr'),
+             ['p3', 'p4', 'p5', 'p6'], ['bbox'], 'test_cfg.score_thr',
+             'loss_centerness'),
     'faster_rcnn': ('pcka_faster_rcnn_r18_thin-r18_toy.py',
                     'faster_rcnn_thin-r18_toy.py', ['p2', 'p3', 'p4', 'p5'],
-                    ['bbox'], 'test_cfg.rcnn.score_thr'),
+                    ['bbox'], 'test_cfg.rcnn.score_thr', 'loss_rpn_cls'),
     'mask_rcnn': ('pcka_mask_rcnn_r18_thin-r18_toy.py',
                   'mask_rcnn_thin-r18_toy.py', ['p2', 'p3', 'p4', 'p5'],
-                  ['bbox', 'segm'], 'test_cfg.rcnn.score_thr'),
+                  ['bbox', 'segm'], 'test_cfg.rcnn.score_thr', 'loss_mask'),
 }
 
 
@@ -65,7 +67,8 @@ def test_every_distilled_level_has_several_patches(family):
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_toy_family_trains_evaluates_and_exports(family, tiny_coco,
                                                   tmp_path):
-    pcka_cfg, student_cfg, levels, metrics, score_thr = FAMILIES[family]
+    pcka_cfg, student_cfg, levels, metrics, score_thr, own_term = \
+        FAMILIES[family]
     work_dir = tmp_path / 'work'
     opts = toy_options(tiny_coco, None, **{
         'train_dataloader.batch_size': 4,
@@ -85,6 +88,7 @@ def test_toy_family_trains_evaluates_and_exports(family, tiny_coco,
     train = [r for r in records if 'loss' in r]
     assert train
     for rec in train:
+        assert math.isfinite(rec[own_term]), (own_term, rec)
         for level in levels:
             value = rec.get(f'loss_pcka_{level}')
             assert value is not None and math.isfinite(value) and \
