@@ -94,13 +94,14 @@ def test_weight_options_scale_every_loss():
     assert set(pcka.values()) == {2.0}  # loss_weight defaults to 1
 
 
-def fake_result(out_dir, ap: float) -> None:
+def fake_result(out_dir, ap: float, train_time_s: float = 60.0) -> None:
     metrics = {f'coco/{m}': ap for _, m in (
         ('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
         ('APs', 'bbox_mAP_s'), ('APm', 'bbox_mAP_m'),
         ('APl', 'bbox_mAP_l'))}
     with open(osp.join(out_dir, 'result.json'), 'w') as f:
-        json.dump(dict(coco_metrics=metrics, num_detections=5), f)
+        json.dump(dict(coco_metrics=metrics, num_detections=5,
+                       train_time_s=train_time_s), f)
 
 
 def test_study_stages_resume_by_fingerprint(tmp_path, monkeypatch):
@@ -148,3 +149,70 @@ def test_study_stages_resume_by_fingerprint(tmp_path, monkeypatch):
                 study.weight_options(config, 2.0))
     assert [n for n, _, _ in launched][-2:] == ['student_s1', 'pkd_x0.5_s1']
     assert len(launched) == 5
+
+
+# COCO AP (fraction) of each fake stage of the whole-study test below
+FAKE_AP = {
+    'teacher': 0.13,
+    'student': 0.080, 'student_s1': 0.090, 'student_s2': 0.085,
+    # PCKA's grid at ratio 1.0: factors 0.3, 1, 3; the best is 3
+    'pcka_x0.3_s0': 0.081, 'pcka_x1_s0': 0.070, 'pcka_x3_s0': 0.095,
+    'pcka_x3_s1': 0.100, 'pcka_x3_s2': 0.092,
+    # PKD's grid at ratio 2.0: factors 0.15, 0.5, 1.5; 0.15 and 0.5 tie,
+    # 0.5 is kept (closer to the config's weight)
+    'pkd_x0.15_s0': 0.090, 'pkd_x0.5_s0': 0.090, 'pkd_x1.5_s0': 0.060,
+    'pkd_x0.5_s1': 0.085, 'pkd_x0.5_s2': 0.089,
+}
+
+
+def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
+                                                          monkeypatch):
+    """run_study with fake stages: the grid from the first-step ratio, the
+    pick by seed-0 AP, every seed at the picked weight, the table against
+    hand-computed values, the training time summed; a rerun reuses all."""
+    work, data = tmp_path / 'work', tmp_path / 'data'
+    args, base, methods = study.parse_args(
+        ['--tiny', '--methods', 'pcka', 'pkd', '--work-dir', str(work),
+         '--data-root', str(data)])
+    (work / 'teacher').mkdir(parents=True)
+    (work / 'teacher' / 'model.pth').write_bytes(b'teacher weights')
+    launched = []
+
+    def launch(args, name, out_dir, total_iters):
+        launched.append((name, args.seed, args.stage_options))
+        fake_result(out_dir, FAKE_AP[name],
+                    train_time_s=100.0 if name == 'teacher' else 60.0)
+
+    monkeypatch.setattr(demo, 'launch_stage', launch)
+    ratios = {'pcka': 1.0, 'pkd': 2.0}
+    monkeypatch.setattr(study, 'first_step_ratio',
+                        lambda base, config: ratios[config.split('/')[-1]
+                                                    .split('_')[0]])
+    out = study.run_study(args, base, methods)
+    assert [n for n, _, _ in launched] == list(FAKE_AP)
+    assert out['plan']['pcka']['factors'] == [0.3, 1.0, 3.0]
+    assert out['plan']['pcka']['picked'] == 3.0
+    assert out['plan']['pkd']['factors'] == [0.15, 0.5, 1.5]
+    assert out['plan']['pkd']['picked'] == 0.5
+    # the seeds run at the picked weight: PCKA's default 1 x 3 and PKD's
+    # config weight 6 x 0.5 both make 3
+    for name, seed, options in launched:
+        if name.startswith(('pcka', 'pkd')) and seed > 0:
+            method = name.split('_')[0]
+            assert options[f'model.distill_losses.{method}_p3.loss.'
+                           'loss_weight'] == 3.0, name
+    table = out['table']
+    # PCKA 9.5, 10.0, 9.2 against the student's 8.0, 9.0, 8.5
+    assert table['pcka']['ap']['mean'] == pytest.approx(28.7 / 3)
+    assert table['pcka']['vs_baseline']['mean'] == pytest.approx(3.2 / 3)
+    # PKD 9.0, 8.5, 8.9: differences 1.0, -0.5, 0.4, the interval holds 0
+    pkd = table['pkd']['vs_baseline']
+    assert pkd['mean'] == pytest.approx(0.3)
+    assert pkd['low'] < 0 < pkd['high']
+    # 1 teacher and 13 stages of 60 s
+    assert out['train_time_s']['total'] == pytest.approx(100 + 13 * 60)
+    assert len(out['train_time_s']['stages']) == 14
+    # a rerun trains nothing and gives the same table
+    again = study.run_study(args, base, methods)
+    assert len(launched) == len(FAKE_AP)
+    assert again['table'] == table

@@ -26,6 +26,7 @@ import copy
 import json
 import math
 import os.path as osp
+import time
 from typing import Dict, List, Sequence
 
 import demo
@@ -133,21 +134,28 @@ def run_study(args, base, methods) -> dict:
     detector = args.detector
     teacher_cfg = f'configs/toy/{detector}_r18_toy.py'
     student_cfg = f'configs/toy/{detector}_thin-r18_toy.py'
-    demo.run_stage(base, 'teacher', teacher_cfg,
-                   demo.iters_per_stage(base, teacher_cfg))
+    train_time = {'teacher': demo.run_stage(
+        base, 'teacher', teacher_cfg,
+        demo.iters_per_stage(base, teacher_cfg))['train_time_s']}
+
+    def metrics(name, *stage_args, **stage_kwargs):
+        result = stage(base, name, *stage_args, **stage_kwargs)
+        train_time[name] = result['train_time_s']
+        return result['metrics']
+
     plan, results = {}, {'student': {}}
     for seed in args.seeds:
         name = 'student' if seed == 0 else f'student_s{seed}'
-        results['student'][seed] = stage(
-            base, name, student_cfg, seed, distilled=False)['metrics']
+        results['student'][seed] = metrics(name, student_cfg, seed,
+                                           distilled=False)
     for method in methods:
         config = method_config(detector, method)
         ratio = first_step_ratio(base, config)
         grid = factors(ratio)
         tuning = {}
         for f in grid:
-            tuning[f] = stage(base, f'{method}_x{f:g}_s0', config, 0,
-                              weight_options(config, f))['metrics']
+            tuning[f] = metrics(f'{method}_x{f:g}_s0', config, 0,
+                                weight_options(config, f))
         best = max(grid, key=lambda f: (tuning[f]['AP'], -abs(math.log(f))))
         plan[method] = dict(config=config, first_step_ratio=ratio,
                             factors=grid,
@@ -158,15 +166,17 @@ def run_study(args, base, methods) -> dict:
         results[method] = {0: tuning[best]}
         for seed in args.seeds:
             if seed != 0:
-                results[method][seed] = stage(
-                    base, f'{method}_x{best:g}_s{seed}', config, seed,
-                    weight_options(config, best))['metrics']
+                results[method][seed] = metrics(
+                    f'{method}_x{best:g}_s{seed}', config, seed,
+                    weight_options(config, best))
     table = summarise(results)
     return dict(detector=detector, seeds=args.seeds, tiny=args.tiny,
                 target_ratios=TARGET_RATIOS, plan=plan,
                 results={m: {str(s): r for s, r in by_seed.items()}
                          for m, by_seed in results.items()},
-                table=table)
+                table=table,
+                train_time_s=dict(total=round(sum(train_time.values()), 1),
+                                  stages=train_time))
 
 
 def format_table(study: dict) -> str:
@@ -222,9 +232,15 @@ def plot(study: dict, path: str) -> None:
 
 def main(argv=None) -> dict:
     args, base, methods = parse_args(argv)
+    start = time.monotonic()
     study = run_study(args, base, methods)
+    study['wall_s'] = round(time.monotonic() - start, 1)
     text = format_table(study)
     print(text)
+    times = study['train_time_s']
+    print(f'{len(times["stages"])} stages, {times["total"] / 3600:.2f} h '
+          f'of training in all (this machine); this run: '
+          f'{study["wall_s"] / 60:.1f} min wall, finished stages reused')
     study['printed'] = text
     out = osp.join(base.work_dir, 'study.json')
     with open(out, 'w') as f:
