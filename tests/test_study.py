@@ -209,6 +209,13 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
     pkd = table['pkd']['vs_baseline']
     assert pkd['mean'] == pytest.approx(0.3)
     assert pkd['low'] < 0 < pkd['high']
+    # without the tuning seed: PCKA 10.0 - 9.0, 9.2 - 8.5
+    assert table['pcka']['vs_baseline_held_out']['mean'] == \
+        pytest.approx(0.85)
+    assert table['pcka']['vs_baseline_held_out']['seeds'] == [1, 2]
+    printed = study.format_table(out).splitlines()
+    assert printed[3].split()[:3] == ['PCKA', '3', '9.57']
+    assert '+1.07 [' in printed[3] and '+0.85' in printed[3]
     # 1 teacher and 13 stages of 60 s
     assert out['train_time_s']['total'] == pytest.approx(100 + 13 * 60)
     assert len(out['train_time_s']['stages']) == 14
