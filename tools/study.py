@@ -175,7 +175,7 @@ def run_study(args, base, methods) -> dict:
     # not get): the differences on the other seeds only, for comparison
     held_out = {m: {s: r for s, r in by_seed.items() if s != 0}
                 for m, by_seed in results.items()}
-    if any(held_out['student']):
+    if held_out['student']:  # seeds besides 0 were run
         for method, row in summarise(held_out).items():
             table[method]['vs_baseline_held_out'] = row['vs_baseline']
     return dict(detector=detector, seeds=args.seeds, tiny=args.tiny,
