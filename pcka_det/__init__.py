@@ -2,6 +2,15 @@
 
 Importing the package registers every component into MMDetection's
 registries, so a config only needs ``custom_imports=dict(imports=['pcka_det'])``.
+
+What importing it changes in the process, and nothing else:
+
+* our components are added to MMDetection's registries (and, with the
+  mmrazor extra installed, our losses to mmrazor's ``MODELS``);
+* ``pcka_det`` is added to MMEngine's module-to-package table, so
+  ``pcka_det::`` config paths resolve (``registry.py``);
+* the ``pkg_resources is deprecated`` warning, which mmengine's import
+  raises on every start with setuptools<81, is filtered (message-scoped).
 """
 import warnings
 

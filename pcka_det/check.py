@@ -45,12 +45,12 @@ from mmengine.runner import Runner, set_random_seed
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import bbox_overlaps
 from .benchmark import measure
 from .checkpoint import load_weights
 from .cli import prepare_cfg
-from .datasets import check_dataloaders, padded_training_scale
-from .engine.train_loop import rng_state, set_rng_state
+from .datasets import padded_training_scale, validate_dataloaders
+from .evaluation import evaluate, ground_truth
+from .rng import rng_state, set_rng_state
 from .fileio import atomic_write_text
 from .models import FeatureDistiller, get_module, head_num_classes
 
@@ -58,13 +58,8 @@ from .models import FeatureDistiller, get_module, head_num_classes
 # step, outside which the check fails. 1 means the level pulls as hard as
 # the detection loss; the band spans a factor of 20 either side of it: it
 # catches a weight off by more than an order of magnitude (a unit or a
-# scale mistake), where one side drowns the other, and holds the toy
-# recipes with their trained teachers and the COCO PCKA and PKD recipes
-# offline (README, "Distil your own detector"). Finer tuning is not its
-# job: the toy PCKA recipe lost its gain at weight 10, where its four
-# terms sum to about 4.5x the detection loss at the first step (5x the 0.9x
-# measured at its weight 2), inside the band; the report's "all
-# distillation" row and gradient ratios show such sums.
+# scale mistake), where one side drowns the other. Finer tuning is not its
+# job (README, "Distil your own detector", says what it misses).
 RATIO_BAND = (0.05, 20.0)
 # Recall at IoU 0.5 below which the teacher is not a trained detector for
 # this dataset (a trained one finds most objects; a random head none).
@@ -93,33 +88,6 @@ class Report:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def box_recall(gt_boxes: Tensor, gt_labels: Tensor, boxes: Tensor,
-               labels: Tensor, iou: float = 0.5) -> Dict[str, int]:
-    """Ground-truth objects of one image found by a detection.
-
-    Args:
-        gt_boxes (Tensor): ``(G, 4)`` ground truth, x1y1x2y2.
-        gt_labels (Tensor): ``(G,)`` their classes.
-        boxes (Tensor): ``(D, 4)`` detections, same coordinates.
-        labels (Tensor): ``(D,)`` their classes.
-        iou (float): IoU at which a detection finds an object.
-
-    Returns:
-        dict: ``objects`` (G), ``found`` (objects overlapped at ``iou`` by a
-        detection of their class) and ``found_any_class`` (by any
-        detection). One detection may find several objects: a recall for
-        telling a detector from a random one, not COCO's matching.
-    """
-    result = dict(objects=len(gt_boxes), found=0, found_any_class=0)
-    if len(gt_boxes) == 0 or len(boxes) == 0:
-        return result
-    overlap = bbox_overlaps(gt_boxes.float(), boxes.float()) >= iou
-    same = gt_labels.view(-1, 1) == labels.view(1, -1)
-    result['found'] = int((overlap & same).any(1).sum())
-    result['found_any_class'] = int(overlap.any(1).sum())
-    return result
 
 
 def grad_norm(loss: Tensor, params: List[nn.Parameter]) -> float:
@@ -256,92 +224,6 @@ def check_levels(report: Report, cfg: Config,
                    f'{size[0]}x{size[1]}, each with >= 2 patches where the '
                    'loss has patches')
     return True
-
-
-def evaluate(detector: nn.Module, loader, evaluator, num_images: int,
-             gt: Dict) -> Dict:
-    """Metrics of ``detector`` on the first ``num_images`` images of
-    ``loader`` (whole batches), plus the recall of :func:`box_recall`.
-
-    Args:
-        detector (nn.Module): A detector (its own preprocessor runs).
-        loader (DataLoader): The validation loader.
-        evaluator (Evaluator): The config's evaluator, ``dataset_meta`` set.
-        num_images (int): Images to run, at least.
-        gt (dict): :func:`ground_truth` of the loader's dataset.
-
-    Returns:
-        dict: ``images``, ``objects``, ``recall``, ``recall_any_class``
-        and the evaluator's ``metrics``.
-    """
-    detector.eval()
-    counts = dict(objects=0, found=0, found_any_class=0)
-    seen, img_ids = 0, []
-    with torch.no_grad():
-        for batch in loader:
-            outputs = detector.test_step(batch)
-            evaluator.process(data_samples=outputs, data_batch=batch)
-            for sample in outputs:
-                img_ids.append(sample.img_id)
-                boxes, labels = gt.get(sample.img_id, (None, None))
-                if boxes is None:
-                    continue
-                pred = sample.pred_instances
-                found = box_recall(boxes, labels, pred.bboxes.cpu(),
-                                   pred.labels.cpu())
-                for key in counts:
-                    counts[key] += found[key]
-            seen += len(outputs)
-            if seen >= num_images:
-                break
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    # the evaluator's own tables and its "results are empty" error: the
-    # report shows the metrics, and no detection at all is the recall's job
-    logger.setLevel(logging.CRITICAL)
-    for metric in evaluator.metrics:
-        if hasattr(metric, 'img_ids'):
-            # CocoMetric scores every image of its annotation file unless
-            # told which: the objects of images not run would count as
-            # missed
-            metric.img_ids = img_ids
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            metrics = evaluator.evaluate(seen)
-    except Exception as e:  # noqa: BLE001  (reported, not fatal)
-        metrics = dict(error=f'{type(e).__name__}: {e}')
-    finally:
-        logger.setLevel(level)
-    objects = max(counts['objects'], 1)
-    return dict(images=seen, objects=counts['objects'],
-                recall=counts['found'] / objects,
-                recall_any_class=counts['found_any_class'] / objects,
-                metrics={k: round(v, 4) if isinstance(v, float) else v
-                         for k, v in metrics.items()})
-
-
-def ground_truth(dataset, limit: int) -> Dict:
-    """The ground truth of the first ``limit`` images, from the dataset's
-    own annotations (original image coordinates, ignored boxes left out).
-
-    Args:
-        dataset (BaseDataset): The validation dataset.
-        limit (int): Images to read.
-
-    Returns:
-        dict: ``img_id -> (boxes (G, 4), labels (G,))``.
-    """
-    gt = {}
-    for index in range(min(len(dataset), limit)):
-        info = dataset.get_data_info(index)
-        instances = [i for i in info.get('instances', [])
-                     if not i.get('ignore_flag', 0)]
-        gt[info.get('img_id', index)] = (
-            torch.tensor([i['bbox'] for i in instances],
-                         dtype=torch.float32).view(-1, 4),
-            torch.tensor([i['bbox_label'] for i in instances],
-                         dtype=torch.long))
-    return gt
 
 
 def check_teacher(report: Report, cfg: Config, model: nn.Module,
@@ -489,8 +371,8 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     # the distillation gradient enters the student and meets the
     # detection loss's (further back it is only mixed, and costs a
     # backward through the backbone per level)
-    recorded = dict.fromkeys(model.student_recorders[rec].source
-                             for rec, _ in model.loss_mappings.values())
+    recorded = dict.fromkeys(model.student_recorders[level.recorder].source
+                             for level in model.levels.values())
     params = list(dict.fromkeys(
         p for path in recorded
         for p in get_module(model.student, path, 'student').parameters()
@@ -498,8 +380,7 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     model.zero_grad(set_to_none=True)
     losses = model.loss(data['inputs'], data['data_samples'])
     nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
-    keys = {name: name if name.startswith('loss') else f'loss_{name}'
-            for name in model.loss_mappings}
+    keys = {name: level.log_keys[0] for name, level in model.levels.items()}
     # the detection terms, summed as the optimizer step sums them
     det = model.parse_losses({k: v for k, v in losses.items()
                               if k not in keys.values()})[0]
@@ -771,7 +652,7 @@ def _run_sections(report: Report, config: str, cfg_options, num_images: int,
         if cfg.get('val_dataloader'):
             names.append('val_dataloader')
         with _section(report, 'data'):
-            for message in check_dataloaders(cfg, names, log=False):
+            for message in validate_dataloaders(cfg, names, log=False):
                 report.verdict('data', WARN, message)
         with _section(report, 'build'):
             set_random_seed(cfg.get('randomness', {}).get('seed') or 0)

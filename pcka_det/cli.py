@@ -9,7 +9,7 @@ from mmengine.config import Config, DictAction
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .cpu_distributed import allow_cpu_distributed
-from .models.builder import resolve_config_path
+from .config_paths import resolve_config_path
 
 
 def prepare_cfg(config: str,

@@ -26,6 +26,7 @@ Example:
         --student mmdet::retinanet/retinanet_r50_fpn_2x_coco.py -o my_distill.py
 """
 import argparse
+import copy
 import datetime
 import math
 import os
@@ -43,8 +44,8 @@ from torch import nn
 from .datasets import padded_training_scale
 from .fileio import atomic_write_text
 from .losses.patch_cka import patch_count
-from .models.builder import (build_detector, head_num_classes,
-                             resolve_config_path)
+from .config_paths import resolve_config_path
+from .models import build_detector, head_num_classes
 
 # The paper's configs distil FPN outputs 0-3.
 MAX_LEVELS = 4
@@ -217,7 +218,8 @@ def _loss_text(level: Dict, p: Dict, indent: str) -> str:
 
 def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
            out: str, size: Tuple[int, int], size_source: str,
-           command: str, imports: Sequence[str] = ()) -> str:
+           command: str, imports: Sequence[str] = (),
+           runtime: Sequence[str] = ()) -> str:
     """The config text for :func:`plan`'s result ``p``.
 
     Args:
@@ -231,6 +233,8 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
         size_source (str): Where that scale came from.
         command (str): The command line, for the header.
         imports (Sequence[str]): The student config's ``custom_imports``.
+        runtime (Sequence[str]): Lines declaring the run components
+            (:func:`runtime_lines`), written last.
 
     Returns:
         str: The config file's text.
@@ -347,7 +351,46 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
                           f'out_channels={lv["connector"][1]}),']
             lines.append(_loss_text(lv, p, ' ' * 12) + ')'
                          + (',' if k < len(levels) - 1 else '))'))
+    lines += list(runtime)
     return '\n'.join(_wrap(line) for line in lines) + '\n'
+
+
+def runtime_lines(student_cfg: Config) -> List[str]:
+    """The config lines that declare what a distillation run on top of
+    ``student_cfg`` runs (loop, optimizer wrapper, checkpoint hook, our
+    hooks): what :func:`~pcka_det.engine.runner.declare_run_components`
+    would otherwise write in at run time.
+
+    Args:
+        student_cfg (Config): The student's training config.
+
+    Returns:
+        list[str]: Python lines (empty when nothing needs declaring).
+    """
+    from .engine.runner import declare_run_components
+    probe = copy.deepcopy(student_cfg)
+    probe.model = dict(type='FeatureDistiller')
+    declare_run_components(probe)
+    lines = []
+    loop = (probe.get('train_cfg') or {}).get('type')
+    if loop != (student_cfg.get('train_cfg') or {}).get('type'):
+        lines.append(f'train_cfg = dict(type={loop!r})')
+    wrapper = (probe.get('optim_wrapper') or {}).get('type')
+    if wrapper != (student_cfg.get('optim_wrapper') or {}).get('type'):
+        lines.append(f'optim_wrapper = dict(type={wrapper!r})')
+    own = student_cfg.get('default_hooks') or {}
+    hooks = [f'    {key}=dict(type={hook["type"]!r}),'
+             for key, hook in probe.default_hooks.items()
+             if isinstance(hook, dict) and hook.get('type') !=
+             (own.get(key) or {}).get('type')]
+    if hooks:
+        hooks[-1] = hooks[-1][:-1] + ')'
+        lines += ['default_hooks = dict('] + hooks
+    if not lines:
+        return []
+    return ['', '# What runs (pcka_det.engine), declared here: exact resume, '
+            'non-finite steps skipped and bounded, kill-safe checkpoints, '
+            'the student exported as plain mmdet weights.'] + lines
 
 
 def _wrap(line: str) -> str:
@@ -389,7 +432,8 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
         'imports', []))
     imports = [i for i in imports if i != 'pcka_det']
     text = render(p, teacher, teacher_ckpt, student, out, size, source,
-                  command or 'python -m pcka_det.new_config ...', imports)
+                  command or 'python -m pcka_det.new_config ...', imports,
+                  runtime_lines(student_cfg))
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     atomic_write_text(out, text)
     try:  # what training will do first

@@ -1,10 +1,10 @@
 """The ``pcka_det`` scope: ``pcka_det::`` config paths and registries.
 
 MMEngine only accepts ``package::path`` for packages listed in its own
-module-to-package table, so importing pcka_det adds itself there (the one
-process-wide change pcka_det makes on import). The value is the module name
-on purpose: MMEngine then finds the configs through the import path, which
-is right for editable and regular installs alike.
+module-to-package table, so importing pcka_det adds itself there (one of
+the process-wide changes listed in ``pcka_det/__init__.py``). The value is
+the module name on purpose: MMEngine then finds the configs through the
+import path, which is right for editable and regular installs alike.
 
 A config that inherits ``_base_ = 'pcka_det::...'`` gets ``_scope_ =
 'pcka_det'`` on every component our config files define, and MMEngine then

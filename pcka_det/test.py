@@ -16,7 +16,7 @@ from mmengine.registry import RUNNERS
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
-from .datasets import check_dataloaders
+from .datasets import validate_dataloaders
 from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
 
 
@@ -52,7 +52,7 @@ def main(argv=None):
                       args.launcher)
     cfg.load_from = args.checkpoint
     # before any output; its warnings go to the run's log
-    found = check_dataloaders(cfg, ['test_dataloader'], log=False)
+    found = validate_dataloaders(cfg, ['test_dataloader'], log=False)
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 

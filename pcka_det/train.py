@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional
 
-from .datasets import check_dataloaders
+from .datasets import validate_dataloaders
 from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
 
 
@@ -96,7 +96,7 @@ def build_runner(config: str,
     if cfg.get('val_cfg'):
         names.append('val_dataloader')
     # before any output is written; its warnings go to the run's log
-    found = check_dataloaders(cfg, names, log=False)
+    found = validate_dataloaders(cfg, names, log=False)
 
     runner = RUNNERS.build(cfg)
     for message in found:

@@ -13,7 +13,7 @@ sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 def load_distill_cfg(path: str) -> Config:
     """A repo distillation config that downloads nothing when built."""
-    from pcka_det.models import offline_distiller_cfg
+    from pcka_det.testing import offline_distiller_cfg
     return offline_distiller_cfg(osp.join(ROOT, path))
 
 

@@ -16,7 +16,7 @@ from mmengine.optim import OptimWrapper
 
 from mmdet.registry import MODELS
 from pcka_det.losses import PatchCKALoss
-from pcka_det.losses.reference import patch_cka_reference
+from pcka_det.testing.reference import patch_cka_reference
 
 ROUNDING_RTOL = {torch.bfloat16: 5e-4, torch.float16: 1e-4}
 
@@ -38,15 +38,10 @@ def toy_features():
     """``{loss name: (loss, student feature, teacher feature)}``, fp32."""
     model = _distiller()
     data = _batch(model)
-    with torch.no_grad(), model.recording():
-        model.teacher_features(data['inputs'], data['data_samples'])
-        model.student.extract_feat(data['inputs'])
-        return {
-            name: (model.distill_losses[name],
-                   model.student_recorders[rec].get(index).clone(),
-                   model.teacher_recorders[rec].get(index).clone())
-            for name, (rec, index) in model.loss_mappings.items()
-        }
+    with torch.no_grad():
+        _, pairs = model.record(data['inputs'], data['data_samples'])
+    return {name: (model.distill_losses[name], s, t)
+            for name, (s, t) in pairs.items()}
 
 
 def _with_inter(loss):

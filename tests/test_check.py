@@ -14,7 +14,8 @@ import pytest
 import torch
 from conftest import ROOT, TOY_DISTILL, toy_options
 
-from pcka_det.check import FAIL, OK, RATIO_BAND, box_recall, render, run_check
+from pcka_det.check import FAIL, OK, RATIO_BAND, render, run_check
+from pcka_det.evaluation import box_recall
 from pcka_det.models import head_num_classes
 
 TOY_TEACHER = 'pcka_det::toy/retinanet_r18_toy.py'
@@ -159,7 +160,7 @@ def test_teacher_receiving_gradient_fails(tiny_coco, toy_teacher_ckpt,
     activations kept, every step) is caught by the step check."""
     from pcka_det.models import FeatureDistiller
 
-    def leaky(self, inputs, data_samples=None):
+    def leaky(self, inputs, data_samples=None, with_head=False):
         self.teacher.requires_grad_(True)
         return self.teacher.extract_feat(inputs)
 

@@ -54,10 +54,6 @@ def test_configs_discovered():
     assert folders == {'pcka', 'baselines'}, COCO_CONFIGS
 
 
-def _loss_key(name: str) -> str:
-    return name if name.startswith('loss') else f'loss_{name}'
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('path', COCO_CONFIGS)
 def test_coco_config_real_step(path, hub_cache):  # noqa: F811
@@ -141,10 +137,13 @@ def _check_step(model):
     names = list(model.distill_losses)
     feats = {}
     for name in names:
-        rec, index = model.loss_mappings[name]
-        s_out, t_out = seen[('student', rec)], seen[('teacher', rec)]
-        s_feat = s_out if index is None else s_out[index]
-        t_feat = t_out if index is None else t_out[index]
+        level = model.levels[name]
+        s_out = seen[('student', level.recorder)]
+        t_out = seen[('teacher', level.recorder)]
+        s_feat = s_out if level.student_index is None else \
+            s_out[level.student_index]
+        t_feat = t_out if level.teacher_index is None else \
+            t_out[level.teacher_index]
         feats[name] = s_feat
         assert not t_feat.requires_grad, name
         h, w = t_feat.shape[-2:]
@@ -160,7 +159,7 @@ def _check_step(model):
     # Every distillation loss is logged, finite and strictly positive.
     values = {}
     for name in names:
-        key = _loss_key(name)
+        key = model.levels[name].log_keys[0]
         assert key in losses, sorted(losses)
         value = losses[key]
         assert value.dim() == 0 and torch.isfinite(value), (key, value)

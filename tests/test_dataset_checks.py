@@ -11,8 +11,8 @@ from conftest import ROOT, TOY_DISTILL, toy_options
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from pcka_det.datasets import check_dataloaders
-from pcka_det.datasets.checks import (MAX_DROPPED_FRACTION,
+from pcka_det.datasets import validate_dataloaders
+from pcka_det.datasets.validation import (MAX_DROPPED_FRACTION,
                                       _annotation_problems, class_ids)
 
 TOY = osp.join(ROOT, 'configs', 'toy', 'retinanet_thin-r18_toy.py')
@@ -56,13 +56,13 @@ def _layout(root, train=None, val=None):
 
 def test_valid_layout_passes(tmp_path):
     _layout(tmp_path)
-    assert check_dataloaders(_cfg(tmp_path)) == []
+    assert validate_dataloaders(_cfg(tmp_path)) == []
 
 
 def test_missing_data_root(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r'train_dataloader\.dataset\.data_root.*nope'):
-        check_dataloaders(_cfg(tmp_path / 'nope'))
+        validate_dataloaders(_cfg(tmp_path / 'nope'))
 
 
 def test_missing_annotation_file(tmp_path):
@@ -71,7 +71,7 @@ def test_missing_annotation_file(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r'val_dataloader\.dataset\.ann_file.*'
                        r'instances_val\.json'):
-        check_dataloaders(_cfg(tmp_path))
+        validate_dataloaders(_cfg(tmp_path))
 
 
 @pytest.mark.parametrize('content,match', [
@@ -82,7 +82,7 @@ def test_missing_annotation_file(tmp_path):
 def test_annotation_not_coco(tmp_path, content, match):
     _layout(tmp_path, content)
     with pytest.raises(ValueError, match=match) as e:
-        check_dataloaders(_cfg(tmp_path))
+        validate_dataloaders(_cfg(tmp_path))
     assert 'train_dataloader.dataset.ann_file' in str(e.value)
 
 
@@ -90,7 +90,7 @@ def test_missing_image_folder(tmp_path):
     _layout(tmp_path)
     shutil.rmtree(tmp_path / 'train')
     with pytest.raises(FileNotFoundError, match=r'data_prefix\.img.*train'):
-        check_dataloaders(_cfg(tmp_path))
+        validate_dataloaders(_cfg(tmp_path))
 
 
 def test_wrapped_dataset_is_followed(tmp_path):
@@ -99,7 +99,7 @@ def test_wrapped_dataset_is_followed(tmp_path):
         type='RepeatDataset', times=2, dataset=cfg.train_dataloader.dataset)
     with pytest.raises(FileNotFoundError,
                        match=r'train_dataloader\.dataset\.dataset\.data_root'):
-        check_dataloaders(cfg, ['train_dataloader'])
+        validate_dataloaders(cfg, ['train_dataloader'])
 
 
 def test_train_cli_bad_dataset_writes_nothing(tmp_path):
@@ -134,24 +134,24 @@ def test_mask_pipeline_needs_segmentation(tmp_path):
     with pytest.raises(ValueError, match=r'train_dataloader\.dataset\.'
                        r'pipeline loads instance masks.*1 of the 1 '
                        r'annotations.*instances_train\.json'):
-        check_dataloaders(_mask_cfg(tmp_path))
+        validate_dataloaders(_mask_cfg(tmp_path))
     # box-only annotations are fine for a box-only pipeline
-    check_dataloaders(_cfg(tmp_path))
+    validate_dataloaders(_cfg(tmp_path))
 
 
 def test_mask_pipeline_with_segmentation_passes(tmp_path):
     coco = _coco_with(dict(segmentation=[[0, 0, 4, 0, 4, 4]]))
     _layout(tmp_path, coco, coco)
-    check_dataloaders(_mask_cfg(tmp_path))
+    validate_dataloaders(_mask_cfg(tmp_path))
 
 
 TRAIN_KEY = 'train_dataloader.dataset.ann_file'
 
 
 def _error(cfg) -> str:
-    """The ValueError ``check_dataloaders(cfg)`` must raise, as text."""
+    """The ValueError ``validate_dataloaders(cfg)`` must raise, as text."""
     with pytest.raises(ValueError) as e:
-        check_dataloaders(cfg)
+        validate_dataloaders(cfg)
     return str(e.value)
 
 
@@ -205,7 +205,7 @@ def test_annotations_coco_dataset_drops(tmp_path, change, cause):
 ])
 def test_annotations_coco_dataset_keeps(tmp_path, change):
     _layout(tmp_path, _coco(2, 2, changes={1: change}))
-    assert check_dataloaders(_cfg(tmp_path)) == []
+    assert validate_dataloaders(_cfg(tmp_path)) == []
 
 
 def _problem_file():
@@ -266,11 +266,11 @@ def test_category_ids_follow_metainfo_classes(tmp_path):
                           dict(id=30, name='circle')]
     _layout(tmp_path, coco)
     cfg = _cfg(tmp_path)
-    check_dataloaders(cfg, ['train_dataloader'])
+    validate_dataloaders(cfg, ['train_dataloader'])
     # training on a subset of the file's categories drops the others on
     # purpose: a warning, not an error (here 2 of 4, far above 1 %)
     cfg.train_dataloader.dataset.metainfo = dict(classes=('circle', ))
-    found = check_dataloaders(cfg, ['train_dataloader'])
+    found = validate_dataloaders(cfg, ['train_dataloader'])
     assert any('2 of 4 annotations belong to categories of the file that '
                'metainfo.classes leaves out' in m and 'first ids [3, 4]' in m
                for m in found), found
@@ -308,7 +308,7 @@ def test_one_missing_image_stops_training(tmp_path):
     cfg = _cfg(tmp_path)
     assert "1 of 200 images' files are missing" in _error(cfg)
     cfg.train_dataloader.dataset.pipeline[0].ignore_empty = True
-    warnings = check_dataloaders(cfg)
+    warnings = validate_dataloaders(cfg)
     assert len(warnings) == 1
     assert "1 of 200 images' files are missing" in warnings[0]
 
@@ -320,7 +320,7 @@ def test_images_without_annotations_are_dropped(tmp_path):
     coco['annotations'] = coco['annotations'][:2]
     _layout(tmp_path, coco, coco)
     cfg = _cfg(tmp_path)
-    found = check_dataloaders(cfg)
+    found = validate_dataloaders(cfg)
     assert len(found) == 1
     msg = found[0]
     assert TRAIN_KEY in msg and 'val_dataloader' not in msg
@@ -329,7 +329,7 @@ def test_images_without_annotations_are_dropped(tmp_path):
     assert 'set train_dataloader.dataset.filter_cfg.filter_empty_gt=False' \
         in msg
     cfg.train_dataloader.dataset.filter_cfg.filter_empty_gt = False
-    assert check_dataloaders(cfg) == []
+    assert validate_dataloaders(cfg) == []
 
 
 def test_image_with_only_bad_boxes_counts_as_dropped(tmp_path):
@@ -370,7 +370,7 @@ def test_few_lost_annotations_are_logged(tmp_path, run_log, bad):
     assert MAX_DROPPED_FRACTION * 200 == 2
     _layout(tmp_path / 'data', _coco(100, 2, changes={
         k: dict(bbox=[0, 0, -4, 4]) for k in (11, 51)[:bad]}))
-    warnings = check_dataloaders(_cfg(tmp_path / 'data'))
+    warnings = validate_dataloaders(_cfg(tmp_path / 'data'))
     text = f'{bad} of 200 annotations have non-positive width or height'
     assert len(warnings) == 1 and text in warnings[0]
     log = run_log.read_text()

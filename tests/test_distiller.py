@@ -82,7 +82,7 @@ def test_distiller_backward_equals_reference(monkeypatch):
     the one GPUs run) equal those of the per-channel reference loss,
     through the whole student."""
     from conftest import TOY_DISTILL
-    from pcka_det.losses.reference import patch_cka_reference
+    from pcka_det.testing.reference import patch_cka_reference
     cfg = load_distill_cfg(TOY_DISTILL)
     for spec in cfg.model.distill_losses.values():
         spec.loss.inter_weight = 2.0  # both terms

@@ -9,7 +9,9 @@ naming the fix. One end-to-end run (subprocess, the real command) checks
 that our warnings land in the run's log file, per level.
 """
 import glob
+import math
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -276,3 +278,40 @@ def test_missing_torchvision_named_before_data(monkeypatch):
     with pytest.raises(ModuleNotFoundError,
                        match='torchvision://resnet50.*torchvision built'):
         check_pretrained_sources(student)
+
+
+# 10. nonfinite='raise', the documented alternative to 'skip', through the
+# user's command: it trains, and it stops on the first NaN distillation loss
+
+
+def test_nonfinite_raise_trains(tmp_path, tiny_coco, toy_teacher_ckpt):
+    config = write_config(tmp_path, "model = dict(nonfinite='raise')")
+    train(tmp_path, config, tiny_coco, toy_teacher_ckpt)
+    work = tmp_path / 'work'
+    assert (work / 'student_last.pth').is_file()
+    # the run's text log (the visualizer's files are shared in a process)
+    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    values = [float(v) for v in re.findall(r'loss_pcka_p\d: (\S+)', log)]
+    assert len(values) == 4 * 4  # 4 levels x 4 steps, all logged
+    assert all(math.isfinite(v) and v > 0 for v in values)
+
+
+def test_nonfinite_raise_stops_naming_the_level(tmp_path, tiny_coco,
+                                                toy_teacher_ckpt,
+                                                monkeypatch):
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+    forward, steps = DetDataPreprocessor.forward, []
+
+    def inf_at_step_2(self, data, training=False):
+        out = forward(self, data, training)
+        if training:
+            steps.append(1)
+            if len(steps) == 2:
+                out['inputs'][0] = out['inputs'][0] * float('inf')
+        return out
+
+    monkeypatch.setattr(DetDataPreprocessor, 'forward', inf_at_step_2)
+    config = write_config(tmp_path, "model = dict(nonfinite='raise')")
+    with pytest.raises(FloatingPointError, match='"pcka_p3" is nan'):
+        train(tmp_path, config, tiny_coco, toy_teacher_ckpt)
+    assert len(steps) == 2  # the first bad step, not later

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pcka_det.losses import CKALoss, PatchCKALoss, cka, patch_cka
-from pcka_det.losses.reference import (alignment_reference,
+from pcka_det.testing.reference import (alignment_reference,
                                        patch_cka_reference)
 
 SHAPES = [

@@ -285,13 +285,15 @@ def test_official_recipe(name):
     assert cfg.val_evaluator.metric == metric
     assert cfg.test_evaluator.metric == metric
     # plain SGD: no paramwise_cfg (e.g. FCOS's bias lr x2), no clip_grad
+    # the recipe's optimizer and loop, as our declared subclasses (same
+    # arguments): GuardedOptimWrapper, ExactResumeEpochBasedTrainLoop
     assert _plain(cfg.optim_wrapper) == dict(
-        type='OptimWrapper',
+        type='GuardedOptimWrapper',
         optimizer=dict(SGD_2X['optimizer'], lr=recipe['lr']))
     assert _plain(cfg.param_scheduler) == SGD_2X['schedulers']
     assert _plain(cfg.train_cfg) == dict(
-        type='EpochBasedTrainLoop', max_epochs=SGD_2X['max_epochs'],
-        val_interval=1)
+        type='ExactResumeEpochBasedTrainLoop',
+        max_epochs=SGD_2X['max_epochs'], val_interval=1)
     assert not cfg.get('custom_hooks')
 
 
@@ -308,9 +310,12 @@ def test_rtmdet_keeps_its_own_recipe(name):
             == ('CocoMetric', 'bbox', (100, 1, 10))
     assert cfg.train_dataloader.batch_size == recipe['batch_size']
     assert _plain(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=16)
-    assert _plain(cfg.optim_wrapper) == recipe['optim_wrapper']
+    # RTMDet-S's optimizer and loop, as our declared subclasses
+    assert _plain(cfg.optim_wrapper) == dict(recipe['optim_wrapper'],
+                                             type='GuardedOptimWrapper')
     assert _plain(cfg.param_scheduler) == recipe['schedulers']
-    assert _plain(cfg.train_cfg) == recipe['train_cfg']
+    assert _plain(cfg.train_cfg) == dict(
+        recipe['train_cfg'], type='ExactResumeEpochBasedTrainLoop')
     assert _plain(cfg.custom_hooks) == recipe['custom_hooks']
 
 

@@ -10,7 +10,7 @@ from mmengine.registry import RUNNERS
 
 from mmdet.registry import MODELS
 from pcka_det.engine import DistillLossScheduleHook, schedule_factor
-from pcka_det.losses.reference import patch_cka_reference
+from pcka_det.testing.reference import patch_cka_reference
 from pcka_det.models import build_detector
 from pcka_det.cli import prepare_cfg
 

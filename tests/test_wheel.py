@@ -67,7 +67,7 @@ def test_package_and_configs_come_from_the_wheel(installed, tmp_path):
     out = _run([sys.executable, '-c', textwrap.dedent("""
         import pcka_det
         from mmengine.config import Config
-        from pcka_det.models.builder import resolve_config_path
+        from pcka_det.config_paths import resolve_config_path
         print(pcka_det.__file__)
         print(resolve_config_path('pcka_det::pcka/retina_r101_r50.py'))
         """)], tmp_path, env)

@@ -32,7 +32,7 @@ def make_inputs(batch, channels, device):
 def step(impl, feats, patch_size, inter):
     """One training step's loss over the levels: forward + backward."""
     from pcka_det.losses import PatchCKALoss, patch_count, to_patches
-    from pcka_det.losses.reference import per_channel_reference
+    from pcka_det.testing.reference import per_channel_reference
     loss = PatchCKALoss(patch_size, 10.0, 10.0 if inter else None)
     total = 0
     for s, t in feats:

@@ -53,7 +53,7 @@ def build(config: str, device: torch.device, **overrides):
     import pcka_det  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from pcka_det.models import offline_distiller_cfg
+    from pcka_det.testing import offline_distiller_cfg
     register_all_modules()
     cfg = offline_distiller_cfg(config)
     cfg.model.update(overrides)
@@ -68,7 +68,8 @@ def check_same_models(configs) -> None:
     from mmengine.config import Config
 
     import pcka_det  # noqa: F401
-    from pcka_det.models.builder import load_model_cfg, resolve_config_path
+    from pcka_det.config_paths import resolve_config_path
+    from pcka_det.models.builder import load_model_cfg
     models = [Config.fromfile(resolve_config_path(c)).model for c in configs]
 
     def resolved(model, side):
@@ -118,13 +119,13 @@ def worker(args) -> None:
         fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
     elif kind in ('loss', 'alignment'):
         processed = distiller.data_preprocessor(data, True)
-        pairs = []
-        with distiller.recording():  # record the features once
-            distiller.loss(**processed)
-            for name, (rec, index) in distiller.loss_mappings.items():
-                s = distiller.student_recorders[rec].get(index).detach()
-                t = distiller.teacher_recorders[rec].get(index)
-                pairs.append((name, s.requires_grad_(), t))
+        # the features recorded once, as a training step records them
+        _, recorded = distiller.record(
+            processed['inputs'], processed['data_samples'],
+            student_forward=lambda: distiller.student.loss(
+                processed['inputs'], processed['data_samples']))
+        pairs = [(name, s.detach().requires_grad_(), t)
+                 for name, (s, t) in recorded.items()]
 
         def fn():
             if kind == 'alignment':

@@ -47,7 +47,7 @@ def load_config(path: str):
     and process (2 s each with ``mmdet::`` bases; the demo's configs do not
     change while it runs)."""
     import pcka_det  # noqa: F401  (the pcka_det:: scope)
-    from pcka_det.models.builder import resolve_config_path
+    from pcka_det.config_paths import resolve_config_path
     return _load_config_file(osp.realpath(resolve_config_path(path)))
 
 

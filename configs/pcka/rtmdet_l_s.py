@@ -27,3 +27,14 @@ model = dict(
             loss=dict(type='PatchCKALoss', patch_size=16, intra_weight=10.0))
         for level in range(3)
     })
+
+# What runs, declared here (pcka_det.engine), not in _base_/distill_runtime.py
+# (the student's config sets these keys too, and MMEngine refuses a key that
+# two _base_ files set): kill-safe checkpoints, an exact resume, non-finite
+# steps skipped and bounded, the student exported as plain mmdet weights.
+train_cfg = dict(type='ExactResumeEpochBasedTrainLoop')
+optim_wrapper = dict(type='GuardedOptimWrapper')
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    nonfinite_guard=dict(type='NonFiniteGuardHook'),
+    export_student=dict(type='ExportStudentHook'))

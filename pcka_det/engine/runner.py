@@ -1,29 +1,125 @@
 """MMEngine's Runner with the checks a distillation run needs."""
+import copy
 import os.path as osp
+from typing import List, Optional
 
-from mmengine.hooks import CheckpointHook
-from mmengine.optim import OptimWrapper
 from mmengine.registry import RUNNERS
-from mmengine.runner import EpochBasedTrainLoop, Runner
+from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
 from ..checkpoint import (CorruptCheckpointError, fit_checkpoint,
                           newest_readable, read_checkpoint)
 from ..datasets import padded_training_scale
 from ..models import FeatureDistiller, unwrap_model
-from .guarded_optim_wrapper import GuardedOptimWrapper
-from .hooks import (AtomicCheckpointHook, ExportStudentHook,
-                    NonFiniteGuardHook)
 from .train_loop import ExactResumeEpochBasedTrainLoop
 
 
-def atomic_checkpoint_cfg(hook):
-    """A ``CheckpointHook`` config turned into an ``AtomicCheckpointHook``
-    one (same arguments); anything else is returned as it is."""
-    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook',
-                                                       CheckpointHook):
-        return {**hook, 'type': AtomicCheckpointHook}
-    return hook
+def _type_name(value) -> Optional[str]:
+    """A config ``type`` (a class or a possibly scoped string) as a bare
+    class name."""
+    if value is None:
+        return None
+    if isinstance(value, type):
+        return value.__name__
+    return str(value).rsplit('.', 1)[-1]
+
+
+def _is_distiller(model_cfg) -> bool:
+    """Whether a ``model`` config builds a :class:`FeatureDistiller`."""
+    kind = (model_cfg or {}).get('type') if isinstance(model_cfg,
+                                                       dict) else None
+    if isinstance(kind, type):
+        return issubclass(kind, FeatureDistiller)
+    if not kind:
+        return False
+    from mmdet.registry import MODELS
+    try:
+        cls = MODELS.get(kind)
+    except KeyError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, FeatureDistiller)
+
+
+def declare_run_components(cfg) -> List[str]:
+    """Write into ``cfg`` the run components a distillation run needs where
+    it does not declare them, and say what was written.
+
+    Every config we ship (and every config ``pcka_det.new_config`` writes)
+    declares them itself; this covers a user's plain config and mmdet's own
+    ``tools/train.py``. The config is changed before the runner is built,
+    so the config dumped into the work dir names what ran.
+
+    * ``train_cfg``: ``EpochBasedTrainLoop`` ->
+      :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`
+      (same arguments).
+    * ``optim_wrapper``: a plain ``OptimWrapper`` (no custom constructor)
+      -> :class:`~pcka_det.engine.GuardedOptimWrapper` (same arguments).
+    * ``default_hooks.checkpoint`` and ``custom_hooks``: ``CheckpointHook``
+      -> :class:`~pcka_det.engine.hooks.AtomicCheckpointHook` (same
+      arguments; a missing checkpoint hook is MMEngine's default,
+      ``interval=1``).
+    * ``default_hooks.nonfinite_guard``:
+      :class:`~pcka_det.engine.hooks.NonFiniteGuardHook` when no hook of
+      that type is declared.
+    * ``default_hooks.export_student``:
+      :class:`~pcka_det.engine.hooks.ExportStudentHook` for a
+      ``FeatureDistiller`` model when none is declared.
+
+    Args:
+        cfg (Config): The run's config, changed in place.
+
+    Returns:
+        list[str]: One line per component written, for the run's log.
+    """
+    lines = []
+
+    def note(key, old, new, why):
+        lines.append(f'{key}: {old or "not declared"} -> {new} ({why}); '
+                     f'declare {key}.type=\'{new}\' in the config to '
+                     'make this explicit.')
+
+    loop = cfg.get('train_cfg')
+    if isinstance(loop, dict) and (
+            _type_name(loop.get('type')) == 'EpochBasedTrainLoop'
+            or ('type' not in loop and loop.get('by_epoch'))):
+        old = _type_name(loop.get('type'))
+        loop.pop('by_epoch', None)
+        loop['type'] = 'ExactResumeEpochBasedTrainLoop'
+        note('train_cfg', old, loop['type'],
+             'resume continues where the run stopped, with its random '
+             'states')
+    wrapper = cfg.get('optim_wrapper')
+    if isinstance(wrapper, dict) and 'constructor' not in wrapper and \
+            _type_name(wrapper.get('type', 'OptimWrapper')) == 'OptimWrapper':
+        old = _type_name(wrapper.get('type'))
+        wrapper['type'] = 'GuardedOptimWrapper'
+        note('optim_wrapper', old, wrapper['type'],
+             'a non-finite gradient skips the step')
+    if cfg.get('default_hooks') is None:
+        cfg['default_hooks'] = {}
+    hooks = cfg['default_hooks']
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type='CheckpointHook', interval=1)
+    declared = [h for h in [*hooks.values(), *(cfg.get('custom_hooks') or [])]
+                if isinstance(h, dict)]
+    for where, hook in [('default_hooks.checkpoint', hooks['checkpoint'])] + [
+            (f'custom_hooks[{i}]', h)
+            for i, h in enumerate(cfg.get('custom_hooks') or [])]:
+        if isinstance(hook, dict) and \
+                _type_name(hook.get('type')) == 'CheckpointHook':
+            hook['type'] = 'AtomicCheckpointHook'
+            note(where, 'CheckpointHook', hook['type'],
+                 'a kill while saving never loses the previous checkpoint')
+    types = {_type_name(h.get('type')) for h in declared}
+    if 'NonFiniteGuardHook' not in types:
+        hooks['nonfinite_guard'] = dict(type='NonFiniteGuardHook')
+        note('default_hooks.nonfinite_guard', None, 'NonFiniteGuardHook',
+             'skipped steps are logged and bounded')
+    if _is_distiller(cfg.get('model')) and 'ExportStudentHook' not in types:
+        hooks['export_student'] = dict(type='ExportStudentHook')
+        note('default_hooks.export_student', None, 'ExportStudentHook',
+             'the student is saved as a plain mmdet checkpoint')
+    return lines
 
 
 def check_pretrained_sources(model) -> None:
@@ -65,21 +161,11 @@ class DistillRunner(Runner):
       MMEngine would warn and go on with random weights.
     * Checkpoints from URLs are read with ``weights_only=True``
       (:func:`pcka_det.checkpoint.read_checkpoint`).
-    * A ``FeatureDistiller`` run gets an ``ExportStudentHook`` whatever its
-      ``custom_hooks`` list says.
-    * Checkpoints are written atomically and in order
-      (:class:`~pcka_det.engine.hooks.AtomicCheckpointHook` replaces MMEngine's
-      ``CheckpointHook``, same arguments): a kill while saving never loses
-      the previous checkpoint nor leaves ``last_checkpoint`` naming a
-      broken file.
-    * A plain ``OptimWrapper`` becomes a
-      :class:`~pcka_det.engine.GuardedOptimWrapper` (a non-finite gradient
-      skips the step) and :class:`~pcka_det.engine.hooks.NonFiniteGuardHook` logs
-      the skips and stops a run whose skips go on.
-    * ``EpochBasedTrainLoop`` becomes
-      :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`: a run
-      resumed from an epoch or iteration checkpoint continues where it
-      stopped, with the saved random states.
+    * The run components a distillation run needs (an exact-resume loop,
+      a guarded optimizer wrapper, atomic checkpoints, the non-finite
+      guard and the student export) are written into a config that does
+      not declare them, before the runner is built, one log line each
+      (:func:`declare_run_components`): the dumped config names what ran.
     * ``train()`` first runs the distiller's pre-flight check
       (:meth:`FeatureDistiller.preflight`) on one dummy image of the training
       scale, before the dataloaders are built: a level that is not paired,
@@ -91,40 +177,23 @@ class DistillRunner(Runner):
     ``tools/test.py`` use it for any config that names no runner.
     """
 
-    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
-        default_hooks = dict(default_hooks or {})
-        default_hooks['checkpoint'] = atomic_checkpoint_cfg(
-            default_hooks.get('checkpoint', dict(type='CheckpointHook',
-                                                 interval=1)))
-        custom_hooks = [atomic_checkpoint_cfg(h) for h in custom_hooks or []]
-        super().register_hooks(default_hooks, custom_hooks)
-        model = unwrap_model(self.model)
-        if isinstance(model, FeatureDistiller) and not any(
-                isinstance(h, ExportStudentHook) for h in self.hooks):
-            self.register_hook(ExportStudentHook(), priority='VERY_LOW')
-        if not any(isinstance(h, NonFiniteGuardHook) for h in self.hooks):
-            self.register_hook(NonFiniteGuardHook())
+    @classmethod
+    def from_cfg(cls, cfg) -> 'DistillRunner':
+        """Build from ``cfg`` with the run components it does not declare
+        written in (:func:`declare_run_components`), one log line each.
 
-    def build_train_loop(self, loop):
-        """MMEngine's, with ``ExactResumeEpochBasedTrainLoop`` in place of
-        ``EpochBasedTrainLoop`` (same arguments)."""
-        if isinstance(loop, dict) and (
-                loop.get('type') in ('EpochBasedTrainLoop',
-                                     EpochBasedTrainLoop)
-                or ('type' not in loop and loop.get('by_epoch'))):
-            loop = {k: v for k, v in loop.items() if k != 'by_epoch'}
-            loop['type'] = ExactResumeEpochBasedTrainLoop
-        return super().build_train_loop(loop)
+        Args:
+            cfg (Config): The run's config (not changed).
 
-    def build_optim_wrapper(self, optim_wrapper):
-        """MMEngine's, with ``GuardedOptimWrapper`` in place of a plain
-        ``OptimWrapper`` (same arguments): a non-finite gradient never
-        reaches the weights."""
-        if isinstance(optim_wrapper, dict) and optim_wrapper.get(
-                'type', 'OptimWrapper') in ('OptimWrapper', OptimWrapper) \
-                and 'constructor' not in optim_wrapper:
-            optim_wrapper = {**optim_wrapper, 'type': GuardedOptimWrapper}
-        return super().build_optim_wrapper(optim_wrapper)
+        Returns:
+            DistillRunner: The runner.
+        """
+        cfg = copy.deepcopy(cfg)
+        lines = declare_run_components(cfg)
+        runner = super().from_cfg(cfg)
+        for line in lines:
+            runner.logger.info(f'DistillRunner: {line}')
+        return runner
 
     def train(self):
         """Pre-flight check of a distiller, then MMEngine's training."""

@@ -3,7 +3,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .feature_pair import check_weight
+from .feature_pair import validate_weight
 from .kernels import DEFAULT_EPS
 
 
@@ -31,11 +31,11 @@ class AlignmentLoss(nn.Module):
                  eps: float = DEFAULT_EPS) -> None:
         super().__init__()
         method = type(self).__name__
-        self.intra_weight = check_weight(method, 'intra_weight', intra_weight)
-        self.inter_weight = check_weight(method, 'inter_weight', inter_weight,
+        self.intra_weight = validate_weight(method, 'intra_weight', intra_weight)
+        self.inter_weight = validate_weight(method, 'inter_weight', inter_weight,
                                          allow_none=True)
         self.centered = centered
-        self.loss_weight = check_weight(method, 'loss_weight', loss_weight)
+        self.loss_weight = validate_weight(method, 'loss_weight', loss_weight)
         self.eps = eps
 
     @property

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import check_feature_pair, check_weight
+from .feature_pair import validate_feature_pair, validate_weight
 
 
 def channel_kl(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -22,7 +22,7 @@ def channel_kl(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     Returns:
         Tensor: ``(C,)`` KL(teacher || student), averaged over the batch.
     """
-    check_feature_pair(student, teacher, 'CWD')
+    validate_feature_pair(student, teacher, 'CWD')
     b, c = teacher.shape[:2]
     with torch.autocast(device_type=student.device.type, enabled=False):
         log_s = F.log_softmax(student.float().reshape(b, c, -1) / tau, -1)
@@ -42,12 +42,12 @@ class ChannelWiseDivergence(nn.Module):
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
         super().__init__()
-        check_weight('ChannelWiseDivergence', 'tau', tau)
+        validate_weight('ChannelWiseDivergence', 'tau', tau)
         if tau <= 0:
             raise ValueError(f'ChannelWiseDivergence: tau must be > 0, got '
                              f'{tau}')
         self.tau = float(tau)
-        self.loss_weight = check_weight('ChannelWiseDivergence',
+        self.loss_weight = validate_weight('ChannelWiseDivergence',
                                         'loss_weight', loss_weight)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

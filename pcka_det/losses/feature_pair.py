@@ -27,7 +27,7 @@ def warn_once(key: Hashable, message: str) -> None:
         print_log(message, logger='current', level=logging.WARNING)
 
 
-def check_weight(method: str, name: str, value,
+def validate_weight(method: str, name: str, value,
                  allow_none: bool = False) -> Optional[float]:
     """Refuse a loss weight that is not a finite number >= 0.
 
@@ -54,7 +54,7 @@ def check_weight(method: str, name: str, value,
     return float(value)
 
 
-def check_patch_size(method: str, value) -> int:
+def validate_patch_size(method: str, value) -> int:
     """Refuse a patch size that is not an integer >= 1.
 
     Args:
@@ -72,7 +72,7 @@ def check_patch_size(method: str, value) -> int:
     return int(value)
 
 
-def check_feature_pair(student: Tensor, teacher: Tensor,
+def validate_feature_pair(student: Tensor, teacher: Tensor,
                        method: str = 'PCKA') -> None:
     """Raise a ``ValueError`` naming both shapes if they cannot be compared.
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import check_feature_pair, check_weight
+from .feature_pair import validate_feature_pair, validate_weight
 
 
 @MODELS.register_module()
@@ -19,7 +19,7 @@ class FeatureMSELoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0) -> None:
         super().__init__()
-        self.loss_weight = check_weight('FeatureMSELoss', 'loss_weight',
+        self.loss_weight = validate_weight('FeatureMSELoss', 'loss_weight',
                                         loss_weight)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
@@ -28,7 +28,7 @@ class FeatureMSELoss(nn.Module):
         Returns:
             Tensor: Scalar loss (fp32).
         """
-        check_feature_pair(student_feat, teacher_feat, 'FitNet')
+        validate_feature_pair(student_feat, teacher_feat, 'FitNet')
         with torch.autocast(device_type=student_feat.device.type,
                             enabled=False):
             return self.loss_weight * (

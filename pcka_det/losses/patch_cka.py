@@ -8,7 +8,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base import AlignmentLoss
-from .feature_pair import check_feature_pair, check_patch_size, warn_once
+from .feature_pair import validate_feature_pair, validate_patch_size, warn_once
 from .kernels import DEFAULT_EPS, gram_alignments
 
 
@@ -85,7 +85,7 @@ def patch_cka(student: Tensor,
         tuple[Tensor, Tensor | None]: ``intra`` and ``inter`` similarities,
         each of shape ``(C,)``; ``inter`` is None when not requested.
     """
-    check_feature_pair(student, teacher, 'PCKA')
+    validate_feature_pair(student, teacher, 'PCKA')
     n = patch_count(teacher, patch_size)
     with torch.autocast(device_type=student.device.type, enabled=False):
         student, teacher = student.float(), teacher.float()
@@ -134,7 +134,7 @@ class PatchCKALoss(AlignmentLoss):
                  allow_single_patch: bool = False) -> None:
         super().__init__(intra_weight, inter_weight, centered, loss_weight,
                          eps)
-        self.patch_size = check_patch_size(type(self).__name__, patch_size)
+        self.patch_size = validate_patch_size(type(self).__name__, patch_size)
         self.allow_single_patch = bool(allow_single_patch)
 
     def _single_patch(self, teacher_feat: Tensor) -> bool:
@@ -142,7 +142,7 @@ class PatchCKALoss(AlignmentLoss):
         return (self.intra_weight > 0
                 and patch_count(teacher_feat, self.patch_size) == 1)
 
-    def check_level(self, student_feat: Tensor, teacher_feat: Tensor,
+    def validate_level(self, student_feat: Tensor, teacher_feat: Tensor,
                     name: str = 'PCKA') -> None:
         """Pre-flight check of one level at the training scale.
 
@@ -155,7 +155,7 @@ class PatchCKALoss(AlignmentLoss):
             ValueError: The level gives a single patch (its intra term is
                 constant) and ``allow_single_patch`` is False.
         """
-        check_feature_pair(student_feat, teacher_feat, 'PCKA')
+        validate_feature_pair(student_feat, teacher_feat, 'PCKA')
         if self._single_patch(teacher_feat) and not self.allow_single_patch:
             h, w = teacher_feat.shape[2:]
             largest = max(h, w) - 1  # p < max(h, w) gives >= 2 patches

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .feature_pair import check_feature_pair, check_weight
+from .feature_pair import validate_feature_pair, validate_weight
 
 
 def _standardize(feat: Tensor, eps: float) -> Tensor:
@@ -29,7 +29,7 @@ def pearson_channels(student: Tensor, teacher: Tensor,
     Returns:
         Tensor: ``(C,)`` correlations in ``[-1, 1]``, fp32.
     """
-    check_feature_pair(student, teacher, 'PKD')
+    validate_feature_pair(student, teacher, 'PKD')
     with torch.autocast(device_type=student.device.type, enabled=False):
         s = _standardize(student.float(), eps)
         t = _standardize(teacher.float(), eps)
@@ -49,7 +49,7 @@ class PKDLoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.loss_weight = check_weight('PKDLoss', 'loss_weight', loss_weight)
+        self.loss_weight = validate_weight('PKDLoss', 'loss_weight', loss_weight)
         self.eps = eps
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

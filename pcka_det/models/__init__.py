@@ -1,17 +1,17 @@
-from .builder import (build_detector, head_num_classes, load_model_cfg,
-                      offline_distiller_cfg, resolve_config_path,
-                      unwrap_model)
+from .builder import build_detector, load_model_cfg
 from .connectors import ConvConnector
 from .distiller import FeatureDistiller
+from .levels import DistillLevel, loss_key, parse_level, parse_levels
 from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher import FrozenTeacher, load_teacher_checkpoint
 from .teacher_inputs import TeacherInputs
+from .heads import head_num_classes
+from .wrappers import unwrap_model
 
 __all__ = [
-    'build_detector', 'head_num_classes', 'load_model_cfg',
-    'offline_distiller_cfg',
-    'resolve_config_path', 'unwrap_model',
-    'ConvConnector', 'FeatureDistiller', 'FrozenTeacher',
+    'build_detector', 'head_num_classes', 'load_model_cfg', 'unwrap_model',
+    'ConvConnector', 'FeatureDistiller', 'DistillLevel', 'loss_key',
+    'parse_level', 'parse_levels', 'FrozenTeacher',
     'load_teacher_checkpoint',
     'ModuleOutputRecorder', 'get_module', 'recording', 'TeacherInputs'
 ]

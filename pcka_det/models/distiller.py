@@ -1,6 +1,6 @@
 """A frozen teacher distilled into a trainable student, as one mmdet model."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -12,13 +12,13 @@ from mmdet.registry import MODELS
 from ..checkpoint import load_weights
 from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
 from .builder import build_detector
+from .levels import DistillLevel, FeaturePairs, parse_levels
 from .recorders import ModuleOutputRecorder, get_module, recording
 from .teacher import FrozenTeacher
 from .teacher_inputs import TeacherInputs
 
 NONFINITE_POLICIES = ('skip', 'raise')
-SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize')
-RESIZE_MODES = ('bilinear', 'nearest')
+
 
 @MODELS.register_module()
 class FeatureDistiller(BaseModel):
@@ -37,9 +37,13 @@ class FeatureDistiller(BaseModel):
         teacher_ckpt (str, optional): Path or URL of the teacher weights.
             None is an error unless ``allow_random_teacher``.
         recorders (dict): ``name -> module path`` recorded on both models,
-            or ``name -> dict(student=path, teacher=path)``.
+            or ``name -> dict(student=path, teacher=path)``; add
+            ``per_call=True`` to record every call of a module that runs
+            once per FPN level (a detection head's conv): a level's
+            ``index`` then picks the call.
         distill_losses (dict): ``name -> dict(loss=<loss cfg>,
-            recorder=<recorder name>, index=<level or None>,
+            recorder=<recorder name>, index=<level, None, or
+            dict(student=i, teacher=j) for outputs at other positions>,
             connector=<connector cfg or None>, resize=None)``. Each is
             logged as ``loss_<name>``. At least one is needed (without any,
             train the plain student config). Student and teacher features
@@ -114,11 +118,6 @@ class FeatureDistiller(BaseModel):
         self.distill_scale: Optional[float] = None
         self._build_recorders(recorders or dict(neck='neck'))
         self._build_losses(distill_losses or {})
-        if not self.distill_losses:
-            raise ValueError(
-                'FeatureDistiller: distill_losses is empty, so the teacher '
-                'would run every step and teach nothing. Configure at least '
-                'one loss, or train the plain student config instead.')
 
     def _build_recorders(self, cfg: dict) -> None:
         self.student_recorders: Dict[str, ModuleOutputRecorder] = {}
@@ -126,74 +125,35 @@ class FeatureDistiller(BaseModel):
         for name, source in cfg.items():
             if isinstance(source, str):
                 source = dict(student=source, teacher=source)
+            unknown = sorted(set(source) - {'student', 'teacher',
+                                            'per_call'})
+            if unknown or not {'student', 'teacher'} <= set(source):
+                raise ValueError(
+                    f'recorders.{name} must be a module path or dict('
+                    'student=<path>, teacher=<path>[, per_call=True]); got '
+                    f'{source!r}.')
             for side, model, table in (
                     ('student', self.student, self.student_recorders),
                     ('teacher', self.teacher, self.teacher_recorders)):
-                recorder = ModuleOutputRecorder(source[side])
+                recorder = ModuleOutputRecorder(
+                    source[side], per_call=bool(source.get('per_call')))
                 recorder.attach(model, owner=side)
                 table[name] = recorder
 
     def _build_losses(self, cfg: dict) -> None:
+        self.levels: Dict[str, DistillLevel] = {
+            level.name: level
+            for level in parse_levels(cfg, self.student_recorders)}
         self.distill_losses = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
-        self.loss_mappings = {}
-        self.resize_modes: Dict[str, str] = {}
-        folded = {}
-        for name in cfg:
-            folded.setdefault(name.lower(), []).append(name)
-        for name, spec in cfg.items():
+        for name, level in self.levels.items():
             key = f'distill_losses.{name}'
-            twins = [n for n in folded[name.lower()] if n != name]
-            if twins:
-                raise ValueError(
-                    f'{key} and distill_losses.{twins[0]} differ only in '
-                    'case. Keys are case-sensitive: an override of an '
-                    'inherited loss under another case adds a new entry '
-                    'instead of changing it. Use the inherited name '
-                    f'(one of {sorted(cfg)}).')
-            if not isinstance(spec, dict):
-                raise ValueError(f'{key} must be a dict(loss=..., recorder='
-                                 f'..., index=...), got {spec!r}')
-            spec = copy.deepcopy(dict(spec))
-            if 'type' in spec and 'loss' not in spec:
-                raise ValueError(
-                    f'{key} is a loss config; a loss spec must be dict('
-                    f'loss=dict(type={spec["type"]!r}, ...), recorder=..., '
-                    'index=...).')
-            unknown = sorted(set(spec) - set(SPEC_KEYS))
-            if unknown:
-                raise ValueError(
-                    f'{key}: unknown key(s) {unknown}; a loss spec takes '
-                    f'{list(SPEC_KEYS)}.')
-            if not isinstance(spec.get('loss'), dict) or \
-                    'type' not in spec['loss']:
-                raise ValueError(
-                    f'{key} needs loss=dict(type=..., ...); got '
-                    f'{spec.get("loss")!r}. (An override of an inherited '
-                    f'loss must use its exact name: {sorted(cfg)}.)')
-            recorder = spec.get('recorder', 'neck')
-            if recorder not in self.student_recorders:
-                raise ValueError(
-                    f'{key} uses recorder "{recorder}", but the recorders '
-                    f'are {sorted(self.student_recorders)}')
-            index = spec.get('index')
-            if index is not None and (isinstance(index, bool)
-                                      or not isinstance(index, int)):
-                raise ValueError(f'{key}: index must be an integer level or '
-                                 f'None, got {index!r}')
-            resize = spec.get('resize')
-            if resize is not None and resize not in RESIZE_MODES:
-                raise ValueError(f'{key}: resize must be None or one of '
-                                 f'{RESIZE_MODES}, got {resize!r}')
             try:
-                self.distill_losses[name] = MODELS.build(spec['loss'])
+                self.distill_losses[name] = MODELS.build(level.loss)
             except (ValueError, TypeError) as e:
                 raise type(e)(f'{key}.loss: {e}') from e
-            if spec.get('connector') is not None:
-                self.connectors[name] = MODELS.build(spec['connector'])
-            if resize is not None:
-                self.resize_modes[name] = resize
-            self.loss_mappings[name] = (recorder, index)
+            if level.connector is not None:
+                self.connectors[name] = MODELS.build(level.connector)
 
     def init_weights(self) -> None:
         """MMEngine's initialisation, then ``student_ckpt`` and ``inherit``.
@@ -293,10 +253,19 @@ class FeatureDistiller(BaseModel):
         return self.frozen_teacher.inputs
 
     def teacher_features(self, inputs: Tensor,
-                         data_samples: Optional[list] = None) -> None:
-        """Run the teacher's backbone and neck (see
-        :meth:`FrozenTeacher.extract_feat`); its armed recorders fill up."""
-        self.frozen_teacher.extract_feat(inputs, data_samples)
+                         data_samples: Optional[list] = None,
+                         with_head: bool = False) -> None:
+        """Run the teacher's backbone and neck, and its heads if
+        ``with_head`` (see :meth:`FrozenTeacher.extract_feat`); its armed
+        recorders fill up."""
+        self.frozen_teacher.extract_feat(inputs, data_samples, with_head)
+
+    @property
+    def records_heads(self) -> bool:
+        """Whether a teacher recorder is on a module outside the backbone
+        and neck (a head), so the teacher must run its heads."""
+        return any(not r.source.startswith(('backbone', 'neck'))
+                   for r in self.teacher_recorders.values())
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Detection losses of the student plus one loss per distilled level.
@@ -321,21 +290,16 @@ class FeatureDistiller(BaseModel):
             return losses
         log_alignment = (self.log_alignment_interval > 0 and self._steps %
                          self.log_alignment_interval == 0)
-        # Recorders hold features only inside this block: they are not kept
-        # alive afterwards, nor filled by validation forwards.
-        with self.recording():
-            self.teacher_features(inputs, data_samples)
-            losses = self.student.loss(inputs, data_samples)
-            nonfinite = []
-            for name, (rec, index) in self.loss_mappings.items():
-                s_feat = self.student_recorders[rec].get(index)
-                t_feat = self.teacher_recorders[rec].get(index).float()
-                value, bad = self.distill_loss(name, s_feat, t_feat)
-                losses[name if name.startswith('loss')
-                       else f'loss_{name}'] = value * scale
-                nonfinite.append(bad)
-                if log_alignment:
-                    losses.update(self.alignment(name, s_feat, t_feat))
+        losses, pairs = self.record(
+            inputs, data_samples,
+            student_forward=lambda: self.student.loss(inputs, data_samples))
+        nonfinite = []
+        for name, (s_feat, t_feat) in pairs.items():
+            value, bad = self.distill_loss(name, s_feat, t_feat)
+            losses[self.levels[name].log_keys[0]] = value * scale
+            nonfinite.append(bad)
+            if log_alignment:
+                losses.update(self.alignment(name, s_feat, t_feat))
         if self.distill_scale is not None:
             losses['distill_scale'] = inputs.new_tensor(scale)
         if nonfinite and self.nonfinite == 'skip':
@@ -351,12 +315,70 @@ class FeatureDistiller(BaseModel):
             self._nonfinite_streak = (streak + 1) * bad
         return losses
 
+    def record(self, inputs: Tensor, data_samples: Optional[list] = None,
+               student_forward: Optional[Callable[[], Any]] = None,
+               skip_missing: bool = False) -> Tuple[Any, FeaturePairs]:
+        """Run the teacher and the student once and pair their recorded
+        features per level: the one place where levels meet recorders.
+
+        The teacher runs first (no gradient): its backbone and neck, and
+        its heads when ``student_forward`` is given and a level records a
+        head module (:attr:`records_heads`); then ``student_forward``
+        (default: the student's ``extract_feat``), all inside
+        :meth:`recording`; the features returned outlive the block,
+        the recorders do not keep them.
+
+        Args:
+            inputs (Tensor): Preprocessed images ``(B, 3, H, W)``.
+            data_samples (list[DetDataSample], optional): Annotations,
+                passed to the teacher's input conversion.
+            student_forward (callable, optional): The student's forward to
+                run, e.g. ``lambda: distiller.student.loss(inputs,
+                samples)``; its return value is returned.
+            skip_missing (bool): Leave out a level whose recorder did not
+                run in ``student_forward`` instead of raising.
+
+        Returns:
+            tuple: What ``student_forward`` returned, and ``{level name:
+            (student feature, teacher feature)}`` in ``levels`` order, the
+            student's as recorded (before its connector, with its graph),
+            the teacher's in fp32 (``(B, C, H, W)`` for neck levels).
+
+        Raises:
+            IndexError: A level index the recorded output does not have,
+                naming the level.
+            RuntimeError: A recorder that did not run (unless
+                ``skip_missing``).
+        """
+        # the teacher runs what the student runs: backbone and neck for
+        # extract_feat, its heads too for a full forward that a head level
+        # records
+        with_head = student_forward is not None and self.records_heads
+        if student_forward is None:
+            student_forward = lambda: self.student.extract_feat(inputs)  # noqa: E731,E501
+        pairs: FeaturePairs = {}
+        with self.recording():
+            self.teacher_features(inputs, data_samples, with_head)
+            out = student_forward()
+            for name, level in self.levels.items():
+                s_rec = self.student_recorders[level.recorder]
+                t_rec = self.teacher_recorders[level.recorder]
+                if skip_missing and (s_rec.data is None
+                                     or t_rec.data is None):
+                    continue
+                try:
+                    pairs[name] = (s_rec.get(level.student_index),
+                                   t_rec.get(level.teacher_index).float())
+                except IndexError as e:
+                    raise IndexError(f'distill_losses.{name}: {e}') from e
+        return out, pairs
+
     def nonfinite_streaks(self) -> Dict[str, int]:
         """For each distillation loss, the number of steps in a row up to
         the last one in which it was NaN/Inf and skipped (synchronises)."""
         if self._nonfinite_streak is None:
             return {}
-        return dict(zip(self.loss_mappings,
+        return dict(zip(self.levels,
                         map(int, self._nonfinite_streak.tolist())))
 
     def paired_features(self, name: str, s_feat: Tensor,
@@ -386,7 +408,7 @@ class FeatureDistiller(BaseModel):
                     f'{s_feat.shape[1]} channels, but the teacher\'s level '
                     f'has {t_feat.shape[1]} {tuple(t_feat.shape)}: set the '
                     f'connector\'s out_channels={t_feat.shape[1]}.')
-        mode = self.resize_modes.get(name)
+        mode = self.levels[name].resize
         if mode is not None and s_feat.shape[2:] != t_feat.shape[2:]:
             s_feat = F.interpolate(
                 s_feat, size=t_feat.shape[2:], mode=mode,
@@ -440,7 +462,7 @@ class FeatureDistiller(BaseModel):
         gradient, BN statistics untouched) on one random image of
         ``image_size`` and applies what each training step does to the
         recorded features: level index, connector, spatial size and channel
-        checks, and the loss's own ``check_level`` (PCKA: at least two
+        checks, and the loss's own ``validate_level`` (PCKA: at least two
         patches per level). Errors then surface in seconds, before the data
         is loaded. The shapes are logged. The global RNG is not used.
 
@@ -471,50 +493,38 @@ class FeatureDistiller(BaseModel):
             module.eval()
         lines, levels = [], []
         try:
-            with self.recording():
-                self.teacher_features(inputs)
-                self.student.extract_feat(inputs)
-                for name, (rec, index) in self.loss_mappings.items():
-                    s_rec = self.student_recorders[rec]
-                    t_rec = self.teacher_recorders[rec]
-                    if s_rec.data is None or t_rec.data is None:
-                        lines.append(f'{name}: "{rec}" does not run in '
-                                     'extract_feat; checked at the first '
-                                     'step')
-                        levels.append(dict(name=name, student=None,
-                                           teacher=None, patches=None,
-                                           patch_size=None))
-                        continue
-                    try:
-                        s_feat, t_feat = self.paired_features(
-                            name, s_rec.get(index), t_rec.get(index).float())
-                    except IndexError as e:
-                        raise IndexError(f'distill_losses.{name}: {e}') from e
-                    loss = self.distill_losses[name]
-                    try:
-                        check = getattr(loss, 'check_level', None)
-                        if check is not None:
-                            check(s_feat, t_feat, name=name)
-                        self.distill_losses[name](s_feat, t_feat)
-                    except ValueError as e:
-                        msg = str(e)
-                        raise ValueError(
-                            msg if msg.startswith(name) else
-                            f'distill_losses.{name}: {msg}') from e
-                    level = dict(name=name,
-                                 student=tuple(s_rec.get(index).shape),
-                                 teacher=tuple(t_feat.shape), patches=None,
-                                 patch_size=getattr(loss, 'patch_size', None))
-                    patches = ''
-                    if level['patch_size'] is not None:
-                        level['patches'] = patch_count(t_feat,
-                                                       loss.patch_size)
-                        patches = (f', {level["patches"]} patches of '
-                                   f'{loss.patch_size}')
-                    levels.append(level)
-                    lines.append(
-                        f'{name}: student {level["student"]} '
-                        f'teacher {level["teacher"]}{patches}')
+            _, pairs = self.record(inputs, skip_missing=True)
+            for name, level in self.levels.items():
+                if name not in pairs:
+                    lines.append(f'{name}: "{level.recorder}" does not run '
+                                 'in extract_feat; checked at the first step')
+                    levels.append(dict(name=name, student=None, teacher=None,
+                                       patches=None, patch_size=None))
+                    continue
+                recorded, t_feat = pairs[name]
+                s_feat, t_feat = self.paired_features(name, recorded, t_feat)
+                loss = self.distill_losses[name]
+                try:
+                    check = getattr(loss, 'validate_level', None)
+                    if check is not None:
+                        check(s_feat, t_feat, name=name)
+                    loss(s_feat, t_feat)
+                except ValueError as e:
+                    msg = str(e)
+                    raise ValueError(
+                        msg if msg.startswith(name) else
+                        f'distill_losses.{name}: {msg}') from e
+                info = dict(name=name, student=tuple(recorded.shape),
+                            teacher=tuple(t_feat.shape), patches=None,
+                            patch_size=getattr(loss, 'patch_size', None))
+                patches = ''
+                if info['patch_size'] is not None:
+                    info['patches'] = patch_count(t_feat, loss.patch_size)
+                    patches = (f', {info["patches"]} patches of '
+                               f'{loss.patch_size}')
+                levels.append(info)
+                lines.append(f'{name}: student {info["student"]} '
+                             f'teacher {info["teacher"]}{patches}')
         finally:
             for module, training in modes:
                 module.train(training)

@@ -34,16 +34,20 @@ class ModuleOutputRecorder:
 
     The output of FPN necks is a tuple with one tensor per level;
     ``get(index)`` picks one. Outside a ``recording`` block nothing is kept
-    (validation forwards record nothing), and a module that runs more than
-    once in one block (a head conv shared across FPN levels) is an error,
-    not a silent "last call wins".
+    (validation forwards record nothing). A module that runs more than once
+    in one block (a head conv shared across FPN levels) is an error, not a
+    silent "last call wins", unless ``per_call``: then every call's output
+    is kept, in call order, and ``get(index)`` picks the call (for a
+    detection head, the FPN level).
 
     Args:
         source (str): Dotted path of the module to hook.
+        per_call (bool): Keep the output of every call as a list.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, per_call: bool = False) -> None:
         self.source = source
+        self.per_call = per_call
         self.data: Optional[Union[Tensor, Sequence[Tensor]]] = None
         self.armed = 0  # depth of nested ``recording`` blocks
         self._handle = None
@@ -63,13 +67,18 @@ class ModuleOutputRecorder:
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if not self.armed:
             return
+        if self.per_call:
+            self.data = [*(self.data or []), output]
+            return
         if self.data is not None:
             raise RuntimeError(
                 f'Recorder source "{self.source}" ran more than once in one '
                 'forward pass (e.g. a head conv shared across FPN levels), '
                 'so one recording cannot say which call to distil. Record a '
                 'module that runs once per forward, such as "neck" or a '
-                'backbone stage.')
+                'backbone stage, or record every call with '
+                'recorders=dict(<name>=dict(student=..., teacher=..., '
+                'per_call=True)) and pick the call with the level\'s index.')
         self.data = output
 
     def reset(self) -> None:

@@ -152,7 +152,8 @@ class FrozenTeacher:
         model.to(dtype=self.dtype, memory_format=self.memory_format)
 
     def extract_feat(self, inputs: Tensor,
-                     data_samples: Optional[list] = None):
+                     data_samples: Optional[list] = None,
+                     with_head: bool = False):
         """The teacher's backbone and neck on its own normalisation of the
         batch, in eval mode without gradients (recorders on it fill up).
 
@@ -161,13 +162,19 @@ class FrozenTeacher:
                 returned it.
             data_samples (list, optional): Their metainfo (``img_shape``
                 bounds the padding kept at the teacher's pad value).
+            with_head (bool): Run the heads too (mmdet's ``_forward``, the
+                raw head outputs), for recorders on a head module.
 
         Returns:
-            The neck's output (a tuple of ``(B, C, h, w)`` levels).
+            The neck's output (a tuple of ``(B, C, h, w)`` levels), or the
+            heads' raw outputs with ``with_head``.
         """
         self.model.eval()
         with torch.no_grad():
             if self.inputs is not None:
                 inputs = self.inputs(inputs, data_samples)
-            return self.model.extract_feat(inputs.to(
-                dtype=self.dtype, memory_format=self.memory_format))
+            inputs = inputs.to(dtype=self.dtype,
+                               memory_format=self.memory_format)
+            if with_head:
+                return self.model._forward(inputs, data_samples)
+            return self.model.extract_feat(inputs)

@@ -70,16 +70,16 @@ def load_student_weights(student: torch.nn.Module, path: str) -> None:
                  what="the config's student")
 
 
-def level_specs(distiller, default_patch: int) -> Dict[str, tuple]:
-    """``name -> (recorder, index, patch_size)`` of every distilled level."""
+def level_patches(distiller, default_patch: int) -> Dict[str, int]:
+    """``name -> patch_size`` of every distilled level: its PCKA loss's, or
+    ``default_patch`` for other losses."""
     from pcka_det.losses import PatchCKALoss
-    specs = {}
-    for name, (recorder, index) in distiller.loss_mappings.items():
+    patches = {}
+    for name in distiller.levels:
         loss = distiller.distill_losses[name]
-        patch = loss.patch_size if isinstance(loss, PatchCKALoss) else \
-            default_patch
-        specs[name] = (recorder, index, patch)
-    return specs
+        patches[name] = loss.patch_size if isinstance(loss, PatchCKALoss) \
+            else default_patch
+    return patches
 
 
 def level_metrics(s: torch.Tensor, t: torch.Tensor, patch: int) -> dict:
@@ -117,7 +117,7 @@ def collect(args) -> dict:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from pcka_det.losses import cka
-    from pcka_det.models.builder import resolve_config_path
+    from pcka_det.config_paths import resolve_config_path
     register_all_modules()
 
     cfg = Config.fromfile(resolve_config_path(args.config))
@@ -125,7 +125,7 @@ def collect(args) -> dict:
         raise ValueError(f'{args.config} is not a FeatureDistiller config')
     cfg.model.teacher_ckpt = args.teacher_ckpt
     distiller = MODELS.build(cfg.model).to(args.device).eval()
-    specs = level_specs(distiller, args.patch_size)
+    specs = level_patches(distiller, args.patch_size)
     students = {}
     for label, path in zip(args.labels, args.student_ckpt):
         load_student_weights(distiller.student, path)
@@ -141,21 +141,20 @@ def collect(args) -> dict:
     seen = 0
     for batch in loader:
         data = distiller.data_preprocessor(batch, False)
-        with distiller.recording():  # recorders record only inside
-            distiller.teacher_features(data['inputs'], data['data_samples'])
-            t_levels = {n: distiller.teacher_recorders[r].get(i)
-                        for n, (r, i, _) in specs.items()}
-        t_pooled.append([pooled(f) for f in t_levels.values()])
-        for name, feat in t_levels.items():
-            sizes[name].add(tuple(feat.shape[2:]))
+        t_levels = None
         for label, state in students.items():
             distiller.student.load_state_dict(state)
             distiller.student.eval()
-            with distiller.recording():
-                distiller.student.extract_feat(data['inputs'])
-                s_levels = {n: distiller.student_recorders[r].get(i)
-                            for n, (r, i, _) in specs.items()}
-            for name, (_, _, patch) in specs.items():
+            # the teacher runs with each student (the pairing is the
+            # distiller's own); its features are the same every time
+            _, pairs = distiller.record(data['inputs'], data['data_samples'])
+            s_levels = {n: s for n, (s, _) in pairs.items()}
+            if t_levels is None:
+                t_levels = {n: t for n, (_, t) in pairs.items()}
+                t_pooled.append([pooled(f) for f in t_levels.values()])
+                for name, feat in t_levels.items():
+                    sizes[name].add(tuple(feat.shape[2:]))
+            for name, patch in specs.items():
                 per_batch[label][name].append(
                     level_metrics(s_levels[name].float(),
                                   t_levels[name].float(), patch))
@@ -172,7 +171,7 @@ def collect(args) -> dict:
                   num_images=seen, levels=list(specs),
                   patch_sizes={
                       name: patch_size_summary(
-                          specs[name][2], sizes[name],
+                          specs[name], sizes[name],
                           [r['patch_size'] for rows in per_batch.values()
                            for r in rows[name]])
                       for name in specs},

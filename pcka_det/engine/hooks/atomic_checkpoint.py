@@ -16,7 +16,7 @@ from mmengine.hooks import CheckpointHook
 
 from mmdet.registry import HOOKS
 from ...fileio import atomic_write_text, fsync_replace
-from ..train_loop import rng_state, set_rng_state
+from ...rng import rng_state, set_rng_state
 
 TMP_SUFFIX = '.tmp'
 

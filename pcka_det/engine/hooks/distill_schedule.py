@@ -5,7 +5,7 @@ from typing import Optional
 from mmengine.hooks import Hook
 
 from mmdet.registry import HOOKS
-from ...models.builder import unwrap_model
+from ...models.wrappers import unwrap_model
 
 
 def schedule_factor(iteration: int, epoch: int, max_iters: int,

@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmdet.registry import HOOKS
-from ...models.builder import unwrap_model
+from ...models.wrappers import unwrap_model
 
 
 def batch_ids(data_batch) -> List:
@@ -77,9 +77,11 @@ class NonFiniteGuardHook(Hook):
         else:
             self.consecutive = 0
         model = unwrap_model(runner.model)
-        streaks = getattr(model, 'nonfinite_streaks', None)
+        read = getattr(model, 'nonfinite_streaks', None)
+        # empty with nonfinite='raise' and in steps no distillation ran
+        streaks = read() if callable(read) else {}
         if streaks:
-            name, streak = max(streaks().items(), key=lambda kv: kv[1])
+            name, streak = max(streaks.items(), key=lambda kv: kv[1])
             if streak >= self.max_level_streak:
                 raise FloatingPointError(
                     f'Distillation loss "{name}" has been NaN/Inf for '

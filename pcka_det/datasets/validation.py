@@ -74,7 +74,7 @@ def _join(root, path):
     return path if not root or osp.isabs(path) else osp.join(root, path)
 
 
-def check_coco_file(path: str, key: str,
+def validate_coco_file(path: str, key: str,
                     test_mode: bool = False) -> Optional[dict]:
     """Raise if ``path`` is missing or is not a COCO detection file.
 
@@ -317,13 +317,13 @@ def _over_limit(problems: Dict[str, list], what: str, total: int,
     return lost > MAX_DROPPED_FRACTION * total
 
 
-def check_coco_content(data: dict, dataset, key: str, ann_file: str,
+def validate_coco_content(data: dict, dataset, key: str, ann_file: str,
                        img_dir: Optional[str], log: bool = True) -> List[str]:
     """Raise if CocoDataset cannot load ``data`` or would lose more than a
     few of its annotations or images; log one warning per cause for a few.
 
     Args:
-        data (dict): Parsed COCO file (see :func:`check_coco_file`).
+        data (dict): Parsed COCO file (see :func:`validate_coco_file`).
         dataset (dict): Dataset config.
         key (str): Config key of the dataset, for the messages.
         ann_file (str): Path of ``data``, for the messages.
@@ -385,7 +385,7 @@ def check_coco_content(data: dict, dataset, key: str, ann_file: str,
     return warnings
 
 
-def check_dataloaders(cfg: Config,
+def validate_dataloaders(cfg: Config,
                       names: Iterable[str] = ('train_dataloader',
                                               'val_dataloader'),
                       log: bool = True) -> List[str]:
@@ -393,7 +393,7 @@ def check_dataloaders(cfg: Config,
 
     Wrapped datasets (``RepeatDataset``, ...) are followed to the dataset
     that reads files; loaders absent from the config are skipped. A COCO
-    file parsed in full is also checked by :func:`check_coco_content`.
+    file parsed in full is also checked by :func:`validate_coco_content`.
 
     Args:
         cfg (Config): Full config.
@@ -416,11 +416,11 @@ def check_dataloaders(cfg: Config,
             dataset, key = dataset.dataset, key + '.dataset'
         if 'ann_file' not in dataset:
             continue
-        warnings += check_dataset(dataset, key, log)
+        warnings += validate_dataset(dataset, key, log)
     return warnings
 
 
-def check_dataset(dataset, key: str, log: bool = True) -> List[str]:
+def validate_dataset(dataset, key: str, log: bool = True) -> List[str]:
     """Check the files of one dataset config that has an ``ann_file``.
 
     Args:
@@ -444,7 +444,7 @@ def check_dataset(dataset, key: str, log: bool = True) -> List[str]:
                 'exist. Fix the path in the config or with --cfg-options.')
         return []  # another format (VOC, LVIS, ...): mmdet reads it
     test_mode = bool(dataset.get('test_mode', False))
-    data = check_coco_file(ann_file, f'{key}.ann_file', test_mode)
+    data = validate_coco_file(ann_file, f'{key}.ann_file', test_mode)
     if data is not None and _loads_masks(dataset.get('pipeline')):
         # mmdet would fail at the first sample with KeyError: 'mask'
         bare = sum('segmentation' not in a for a in data['annotations'])
@@ -465,4 +465,4 @@ def check_dataset(dataset, key: str, log: bool = True) -> List[str]:
                 f'"{img_dir}" does not exist.')
     if data is None:
         return []
-    return check_coco_content(data, dataset, key, ann_file, img_dir, log)
+    return validate_coco_content(data, dataset, key, ann_file, img_dir, log)
