@@ -2,11 +2,11 @@
 # Each installs what it needs first (tools/install.sh, idempotent).
 # `make test` runs the whole suite, the `slow` end-to-end tests included.
 # `make study` compares the methods over seeds with equal tuning (opt-in,
-# hours; tools/study.py).
+# hours; tools/study/study.py).
 # `make demo DETECTOR=fcos` runs the FCOS toy pair instead of RetinaNet, in
 # work_dirs/demo_fcos. `make clean-demo` deletes what `make demo` made: the
 # work dirs of both and the dataset it generated (the defaults of
-# tools/demo.py).
+# tools/demo/demo.py).
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
@@ -23,13 +23,13 @@ test: install
 	$(PYTHON) -m pytest tests -q
 
 demo: install
-	$(PYTHON) tools/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \
+	$(PYTHON) tools/demo/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \
 		$(if $(FRESH),--fresh) $(if $(METHODS),--methods $(METHODS))
 
 # The comparison to trust: every method tuned alike, several seeds
-# (tools/study.py; hours on 2 cores, resumable: rerun to continue).
+# (tools/study/study.py; hours on 2 cores, resumable: rerun to continue).
 study: install
-	$(PYTHON) tools/study.py $(if $(DETECTOR),--detector $(DETECTOR)) \
+	$(PYTHON) tools/study/study.py $(if $(DETECTOR),--detector $(DETECTOR)) \
 		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
 
 clean-demo:

@@ -469,7 +469,7 @@ def check_cost(report: Report, model: nn.Module, data: dict,
     for name, fn in runs:
         found = measure(fn, iters, device)
         # on a CPU, memory the allocator kept from earlier steps hides the
-        # peak in one process (tools/benchmark_overhead.py measures each
+        # peak in one process (tools/benchmark/benchmark_overhead.py measures each
         # run in a process of its own)
         rows[name] = dict(seconds=found['time'],
                           peak_mib=found['peak'] / 2**20
@@ -559,7 +559,7 @@ def render(data: dict) -> str:
               f'{cost["iterations_timed"]} iterations after a warm-up; '
               + ('peak memory allocated above the model\'s, in the warm-up'
                  if cost['device'].startswith('cuda') else 'peak memory: on '
-                 'a GPU only; on a CPU see tools/benchmark_overhead.py'),
+                 'a GPU only; on a CPU see tools/benchmark/benchmark_overhead.py'),
               ['run', 's/iter', 'peak MiB'], rows)
         if 'overhead' in cost:
             out.append(f'  distiller / student {cost["overhead"]:.2f}x; '

@@ -8,7 +8,9 @@ from mmengine.config import Config
 import pcka_det  # noqa: F401  (registers components and the pcka_det:: scope)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+# the tools' own modules (demo, study, benchmarks, analysis) for their tests
+for _folder in ('demo', 'study', 'benchmark', 'analysis'):
+    sys.path.insert(0, osp.join(ROOT, 'tools', _folder))
 
 
 def load_distill_cfg(path: str) -> Config:

@@ -1,4 +1,4 @@
-"""tools/benchmark_overhead.py prints and saves its side-by-side numbers."""
+"""tools/benchmark/benchmark_overhead.py prints and saves its side-by-side numbers."""
 import json
 import os.path as osp
 

@@ -8,7 +8,6 @@ import torch
 from conftest import ROOT, TOY_DISTILL, toy_options
 from mmengine.config import Config
 
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
 import cka_report  # noqa: E402
 
 

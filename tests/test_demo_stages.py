@@ -1,4 +1,4 @@
-"""tools/demo.py and its parts (demo_stages, demo_cache, demo_report) without
+"""tools/demo/demo.py and its parts (demo_stages, demo_cache, demo_report) without
 training: stage fingerprints and reuse, --fresh, the generated dataset,
 reading COCO metrics; and the Makefile's targets.
 
@@ -345,7 +345,7 @@ def test_make_demo_passes_the_detector():
             text=True).stdout
 
     assert '--detector' not in command()
-    assert 'tools/demo.py --detector fcos' in command('DETECTOR=fcos')
+    assert 'tools/demo/demo.py --detector fcos' in command('DETECTOR=fcos')
 
 
 def test_make_clean_demo_removes_the_demo_outputs_only(tmp_path):

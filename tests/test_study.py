@@ -1,4 +1,4 @@
-"""tools/study.py: its statistics against values computed by hand, its
+"""tools/study/study.py: its statistics against values computed by hand, its
 weight grid, and its resume by fingerprint."""
 import json
 import math
@@ -8,7 +8,6 @@ import sys
 import pytest
 from conftest import ROOT
 
-sys.path.insert(0, osp.join(ROOT, 'tools'))
 from study_stats import (describe, paired_difference, summarise,  # noqa: E402
                          t_critical)
 

@@ -2,7 +2,7 @@
 
 One Python loop over channels, explicit centring matrices and full d x d
 Gram matrices, like the official implementation. Used by the tests to check
-``patch_cka`` and by ``tools/benchmark_loss.py`` as the baseline; never use
+``patch_cka`` and by ``tools/benchmark/benchmark_loss.py`` as the baseline; never use
 it for training.
 """
 import math

@@ -16,9 +16,9 @@ other settings (seed, --tiny). ``--fresh`` deletes the demo's stages and the
 default dataset, never a ``--data-root`` you gave.
 
 Example:
-    python tools/demo.py                 # what `make demo` runs
-    python tools/demo.py --fresh
-    python tools/demo.py --detector fcos # `make demo DETECTOR=fcos`
+    python tools/demo/demo.py                 # what `make demo` runs
+    python tools/demo/demo.py --fresh
+    python tools/demo/demo.py --detector fcos # `make demo DETECTOR=fcos`
 """
 import argparse
 import json
@@ -66,7 +66,7 @@ def parse_args(argv=None):
                         help='a few images and one short epoch per stage '
                         '(a smoke test of the pipeline, not a result)')
     parser.add_argument('--stage', help=argparse.SUPPRESS)  # worker mode
-    # a worker's stage outside the demo's list (tools/study.py)
+    # a worker's stage outside the demo's list (tools/study/study.py)
     parser.add_argument('--stage-config', help=argparse.SUPPRESS)
     parser.add_argument('--stage-options', type=json.loads,
                         help=argparse.SUPPRESS)

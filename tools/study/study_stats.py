@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping
 
 from scipy import stats
 
-# What the table reports, as tools/demo.py's results name them.
+# What the table reports, as tools/demo/demo.py's results name them.
 AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
 

@@ -13,8 +13,8 @@ its own. Teachers are random (no download); timing does not depend on
 weights.
 
 Example:
-    python tools/benchmark_overhead.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py
-    python tools/benchmark_overhead.py configs/pcka/retina_x101_r50.py \\
+    python tools/benchmark/benchmark_overhead.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py
+    python tools/benchmark/benchmark_overhead.py configs/pcka/retina_x101_r50.py \\
         configs/baselines/pkd_retina_x101_r50.py --device cuda \\
         --image-size 1333 800 --batch-size 2
 """
@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):

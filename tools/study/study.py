@@ -11,28 +11,32 @@ paired difference to the student alone (same seed) with its 95 % t
 interval, and the AP50/75/s/m/l means; written to ``study.json`` with a
 figure of one point per seed.
 
-Built on ``make demo``'s stages and cache (``tools/demo.py``): each run is
+Built on ``make demo``'s stages and cache (``tools/demo/demo.py``): each run is
 a demo stage in the same work dir, reused while its fingerprint (config,
 seed, weights, data, teacher) is unchanged, so an interrupted study resumes
 where it stopped and shares the demo's teacher and seed-0 student.
 
 Example:
-    python tools/study.py                        # RetinaNet, 4 methods, seeds 0 1 2
-    python tools/study.py --detector fcos --seeds 0 1 2 3
-    python tools/study.py --methods pcka pkd --tiny   # a smoke test
+    python tools/study/study.py                        # RetinaNet, 4 methods, seeds 0 1 2
+    python tools/study/study.py --detector fcos --seeds 0 1 2 3
+    python tools/study/study.py --methods pcka pkd --tiny   # a smoke test
 """
 import argparse
 import copy
 import json
 import math
 import os.path as osp
+import sys
 import time
 from typing import Dict, List, Sequence
 
-import demo
-from demo_report import read_result
-from demo_stages import DETECTORS, METHODS, ROOT, stage_overrides
-from study_stats import AP_KEYS, summarise
+# the demo's stages and cache, which every study run is
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                            'demo'))
+import demo  # noqa: E402
+from demo_report import read_result  # noqa: E402
+from demo_stages import DETECTORS, METHODS, ROOT, stage_overrides  # noqa: E402,E501
+from study_stats import AP_KEYS, summarise  # noqa: E402
 
 # Distillation / detection loss ratios at the first step the grid aims at.
 TARGET_RATIOS = (0.3, 1.0, 3.0)

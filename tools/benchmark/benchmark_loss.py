@@ -5,8 +5,8 @@ measurement runs in a fresh subprocess so that its peak memory (peak RSS
 increase on a CPU, ``max_memory_allocated`` on a GPU) is its own.
 
 Example:
-    python tools/benchmark_loss.py
-    python tools/benchmark_loss.py --device cuda --repeats 20
+    python tools/benchmark/benchmark_loss.py
+    python tools/benchmark/benchmark_loss.py --device cuda --repeats 20
 """
 import argparse
 import json

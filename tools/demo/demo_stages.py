@@ -1,5 +1,5 @@
 """The demo's stages: which configs, with which ``--cfg-options``, and the
-worker that trains and tests one of them (``tools/demo.py --stage NAME``,
+worker that trains and tests one of them (``tools/demo/demo.py --stage NAME``,
 run in a subprocess by the demo).
 
 Standard library imports only at the top: the demo's main process loads
@@ -11,7 +11,7 @@ import os.path as osp
 import time
 from typing import Optional
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_WORK_DIR = osp.join('work_dirs', 'demo')  # of the default detector
 DEFAULT_DATA_ROOT = osp.join('data', 'synthetic')
 STAGE_LOG = 'stage.log'  # in each stage's work dir: the demo made it
@@ -55,7 +55,7 @@ def stages(methods, detector: str = 'retinanet') -> list:
 
 def is_distilled(args, name: str) -> bool:
     """Whether stage ``name`` distils from the demo's teacher: a method of
-    the demo, or a stage ``args.distilled`` says is one (tools/study.py's
+    the demo, or a stage ``args.distilled`` says is one (tools/study/study.py's
     ``pcka_x2_s1``)."""
     return name in METHODS or bool(getattr(args, 'distilled', False))
 
@@ -63,7 +63,7 @@ def is_distilled(args, name: str) -> bool:
 def stage_overrides(args, name: str, data_root: Optional[str] = None,
                     work_dir: Optional[str] = None) -> dict:
     """``--cfg-options`` of one stage: data location, seed, tiny mode, and
-    ``args.stage_options`` if set (tools/study.py's loss weights).
+    ``args.stage_options`` if set (tools/study/study.py's loss weights).
 
     ``data_root`` and ``work_dir`` replace ``args``' (the fingerprint puts
     placeholders there: it hashes the data and the teacher instead).
