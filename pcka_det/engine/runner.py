@@ -98,8 +98,11 @@ def declare_run_components(cfg) -> List[str]:
     if cfg.get('default_hooks') is None:
         cfg['default_hooks'] = {}
     hooks = cfg['default_hooks']
-    if 'checkpoint' not in hooks:
-        hooks['checkpoint'] = dict(type='CheckpointHook', interval=1)
+    if 'checkpoint' not in hooks:  # MMEngine's default, made atomic
+        hooks['checkpoint'] = dict(type='AtomicCheckpointHook', interval=1)
+        note('default_hooks.checkpoint', None, 'AtomicCheckpointHook',
+             'MMEngine\'s default interval=1, and a kill while saving never '
+             'loses the previous checkpoint')
     declared = [h for h in [*hooks.values(), *(cfg.get('custom_hooks') or [])]
                 if isinstance(h, dict)]
     for where, hook in [('default_hooks.checkpoint', hooks['checkpoint'])] + [
