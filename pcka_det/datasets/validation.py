@@ -75,7 +75,7 @@ def _join(root, path):
 
 
 def validate_coco_file(path: str, key: str,
-                    test_mode: bool = False) -> Optional[dict]:
+                       test_mode: bool = False) -> Optional[dict]:
     """Raise if ``path`` is missing or is not a COCO detection file.
 
     Args:
@@ -318,7 +318,7 @@ def _over_limit(problems: Dict[str, list], what: str, total: int,
 
 
 def validate_coco_content(data: dict, dataset, key: str, ann_file: str,
-                       img_dir: Optional[str], log: bool = True) -> List[str]:
+                          img_dir: Optional[str], log: bool = True) -> List[str]:
     """Raise if CocoDataset cannot load ``data`` or would lose more than a
     few of its annotations or images; log one warning per cause for a few.
 
@@ -386,9 +386,9 @@ def validate_coco_content(data: dict, dataset, key: str, ann_file: str,
 
 
 def validate_dataloaders(cfg: Config,
-                      names: Iterable[str] = ('train_dataloader',
-                                              'val_dataloader'),
-                      log: bool = True) -> List[str]:
+                         names: Iterable[str] = ('train_dataloader',
+                                                 'val_dataloader'),
+                         log: bool = True) -> List[str]:
     """Check every annotation file and image folder the dataloaders use.
 
     Wrapped datasets (``RepeatDataset``, ...) are followed to the dataset

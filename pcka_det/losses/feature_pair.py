@@ -28,7 +28,7 @@ def warn_once(key: Hashable, message: str) -> None:
 
 
 def validate_weight(method: str, name: str, value,
-                 allow_none: bool = False) -> Optional[float]:
+                    allow_none: bool = False) -> Optional[float]:
     """Refuse a loss weight that is not a finite number >= 0.
 
     A negative weight maximises misalignment and a string only fails at the
@@ -73,7 +73,7 @@ def validate_patch_size(method: str, value) -> int:
 
 
 def validate_feature_pair(student: Tensor, teacher: Tensor,
-                       method: str = 'PCKA') -> None:
+                          method: str = 'PCKA') -> None:
     """Raise a ``ValueError`` naming both shapes if they cannot be compared.
 
     Features of another spatial size are refused, not resized: on FPN levels

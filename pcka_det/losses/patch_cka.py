@@ -143,7 +143,7 @@ class PatchCKALoss(AlignmentLoss):
                 and patch_count(teacher_feat, self.patch_size) == 1)
 
     def validate_level(self, student_feat: Tensor, teacher_feat: Tensor,
-                    name: str = 'PCKA') -> None:
+                       name: str = 'PCKA') -> None:
         """Pre-flight check of one level at the training scale.
 
         Args:
