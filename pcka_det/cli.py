@@ -1,5 +1,6 @@
 """What tools/train.py, tools/test.py and the demo share."""
 import argparse
+import ast
 import os
 import os.path as osp
 from typing import Optional
@@ -10,6 +11,72 @@ from mmengine.config import Config, DictAction
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .cpu_distributed import allow_cpu_distributed
 from .config_paths import resolve_config_path
+from .options import OptionError
+
+# Top-level variables our configs copy into ``model`` (``teacher_ckpt =
+# URL`` then ``model = dict(teacher_ckpt=teacher_ckpt)``): changing the
+# variable after the copy changes nothing that runs.
+COPIED_INTO_MODEL = ('teacher_ckpt', )
+
+
+def _sets_in_file(path: str, name: str) -> tuple:
+    """Whether the config file ``path`` itself assigns the top-level
+    variable ``name``, and whether it passes ``name=`` inside ``model``."""
+    try:
+        tree = ast.parse(open(path).read())
+    except (OSError, SyntaxError):
+        return False, False
+    top = in_model = False
+    for node in tree.body:
+        if not isinstance(node, ast.Assign):
+            continue
+        targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        if name in targets:
+            top = True
+        if 'model' in targets:
+            in_model |= any(isinstance(n, ast.keyword) and n.arg == name
+                            for n in ast.walk(node.value))
+    return top, in_model
+
+
+def check_copied_variables(cfg: Config, path: str,
+                           cfg_options: Optional[dict] = None) -> None:
+    """Refuse a top-level variable changed after the config copied it into
+    ``model`` (rule "teacher-ckpt-override").
+
+    ``--cfg-options teacher_ckpt=X``, or a child config that sets
+    ``teacher_ckpt = 'X'`` without ``model.teacher_ckpt``, changes the
+    variable and not the model: the run would distil from the base's
+    teacher. Setting ``model.teacher_ckpt`` (README's way) stays valid.
+
+    Args:
+        cfg (Config): The loaded config, CLI overrides applied.
+        path (str): The config file.
+        cfg_options (dict, optional): The ``--cfg-options``.
+
+    Raises:
+        OptionError: Naming both values and the fix.
+    """
+    opts = cfg_options or {}
+    model = cfg.get('model')
+    for name in COPIED_INTO_MODEL:
+        if name not in cfg or not isinstance(model, dict) or \
+                name not in model or model[name] == cfg[name] or \
+                f'model.{name}' in opts:
+            continue
+        if name in opts:
+            by = f'--cfg-options {name}={opts[name]}'
+        else:
+            top, in_model = _sets_in_file(path, name)
+            if not top or in_model:
+                continue  # the file set model.<name> itself, on purpose
+            by = f'{path} sets {name} = {cfg[name]!r}'
+        raise OptionError(
+            f'{by}, but model.{name} is still {model[name]!r}: the config '
+            f'copied {name} into model before the change, so the run would '
+            f'use the old one (rule "{name.replace("_", "-")}-override"). '
+            f'Set model.{name} instead (--cfg-options model.{name}=... or '
+            f'model = dict({name}=...) in the config).')
 
 
 def prepare_cfg(config: str,
@@ -36,6 +103,7 @@ def prepare_cfg(config: str,
     cfg.setdefault('runner_type', 'DistillRunner')
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
+    check_copied_variables(cfg, resolve_config_path(config), cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

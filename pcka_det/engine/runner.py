@@ -11,7 +11,20 @@ from ..checkpoint import (CorruptCheckpointError, fit_checkpoint,
                           newest_readable, read_checkpoint)
 from ..datasets import padded_training_scale
 from ..models import FeatureDistiller, unwrap_model
+from ..options import Contract, Option, OptionError, declare, validate
 from .train_loop import ExactResumeEpochBasedTrainLoop
+
+
+CONTRACT = declare(Contract(
+    'DistillRunner', 'the config\'s top level',
+    'Runs every config of ours (runner_type); these are its own keys.',
+    options=(Option('resume_fallback', 'bool', True, 'resume from the '
+                    'newest readable checkpoint when the one asked for is '
+                    'truncated or corrupt (False: an error naming both)'), ),
+    run_rules=(('teacher-ckpt-override', 'a top-level teacher_ckpt changed '
+                'after the config copied it into model (by --cfg-options '
+                'or a child config) while model.teacher_ckpt kept the old '
+                'value is refused, naming both; set model.teacher_ckpt'), )))
 
 
 def _type_name(value) -> Optional[str]:
@@ -192,6 +205,8 @@ class DistillRunner(Runner):
             DistillRunner: The runner.
         """
         cfg = copy.deepcopy(cfg)
+        validate('DistillRunner',
+                 dict(resume_fallback=cfg.get('resume_fallback', True)))
         lines = declare_run_components(cfg)
         runner = super().from_cfg(cfg)
         for line in lines:
@@ -202,6 +217,14 @@ class DistillRunner(Runner):
         """Pre-flight check of a distiller, then MMEngine's training."""
         model = unwrap_model(self.model)
         if isinstance(model, FeatureDistiller):
+            if model.predict_with == 'teacher':
+                raise OptionError(
+                    "model.predict_with = 'teacher' in a training run: "
+                    'every validation would report the teacher\'s AP and '
+                    'the best checkpoint would be picked on it (rule '
+                    '"not-teacher-in-training"). Remove it from the '
+                    'training config; evaluate the teacher with '
+                    'pcka_det.test --cfg-options model.predict_with=teacher.')
             check_pretrained_sources(model.student)
             size, source = padded_training_scale(self.cfg,
                                                  model.data_preprocessor)

@@ -10,6 +10,7 @@ from mmdet.registry import MODELS
 from .base import AlignmentLoss
 from .feature_pair import validate_feature_pair, validate_patch_size, warn_once
 from .kernels import DEFAULT_EPS, gram_alignments
+from ..options import Contract, Option, Rule, declare, validate
 
 
 def patch_count(feat: Tensor, patch_size: int) -> int:
@@ -97,6 +98,41 @@ def patch_cka(student: Tensor,
     return intra, inter_sim
 
 
+def _trains_something(v) -> Optional[str]:
+    """A PCKA level with every weight 0 trains nothing."""
+    if v['loss_weight'] == 0 or (v['intra_weight'] == 0 and
+                                 not v['inter_weight']):
+        return ('every weight of this level is 0 (loss_weight '
+                f'{v["loss_weight"]}, intra_weight {v["intra_weight"]}, '
+                f'inter_weight {v["inter_weight"]}), so it trains nothing '
+                'and costs a teacher forward; remove the level or give it '
+                'a weight')
+    return None
+
+
+CONTRACT = declare(Contract(
+    'PatchCKALoss', 'model.distill_losses.<level>.loss',
+    'PCKA between a student and a teacher feature map of one level.',
+    options=(
+        Option('patch_size', 'int', 16, 'patch side in feature cells (the '
+               'paper: 16)', low=1),
+        Option('intra_weight', 'float', 10.0, 'weight of the patch '
+               'relation term (the paper: 10)', low=0),
+        Option('inter_weight', 'float', None, 'weight of the pixel '
+               'relation term; None turns it off (the paper: 10 for '
+               'two-stage students)', low=0, nullable=True),
+        Option('centered', 'bool', False, 'centred CKA instead of the '
+               'official uncentred alignment'),
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0),
+        Option('eps', 'float', DEFAULT_EPS, 'lower bound of squared Gram '
+               'norms', low=1e-30),
+        Option('allow_single_patch', 'bool', False, 'accept a level of one '
+               'patch at the training scale (its intra term is constant)'),
+    ),
+    rules=(Rule('trains-something', 'a level with every weight 0 is '
+                'refused: it trains nothing', _trains_something), )))
+
+
 @MODELS.register_module()
 class PatchCKALoss(AlignmentLoss):
     """PCKA distillation loss for one feature level.
@@ -132,6 +168,11 @@ class PatchCKALoss(AlignmentLoss):
                  loss_weight: float = 1.0,
                  eps: float = DEFAULT_EPS,
                  allow_single_patch: bool = False) -> None:
+        validate('PatchCKALoss', dict(
+            patch_size=patch_size, intra_weight=intra_weight,
+            inter_weight=inter_weight, centered=centered,
+            loss_weight=loss_weight, eps=eps,
+            allow_single_patch=allow_single_patch), type(self).__name__)
         super().__init__(intra_weight, inter_weight, centered, loss_weight,
                          eps)
         self.patch_size = validate_patch_size(type(self).__name__, patch_size)

@@ -11,13 +11,61 @@ from torch import Tensor, nn
 from mmdet.registry import MODELS
 from ..checkpoint import load_weights
 from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
+from ..options import REQUIRED, Contract, Option, declare, validate
 from .builder import build_detector
 from .levels import DistillLevel, FeaturePairs, parse_levels
 from .recorders import ModuleOutputRecorder, get_module, recording
-from .teacher import FrozenTeacher
+from .teacher import TEACHER_DTYPES, FrozenTeacher
 from .teacher_inputs import TeacherInputs
 
 NONFINITE_POLICIES = ('skip', 'raise')
+
+
+CONTRACT = declare(Contract(
+    'FeatureDistiller', 'model',
+    'A frozen teacher distilled into a trainable student, as one model.',
+    options=(
+        Option('student', 'dict', REQUIRED, 'the student detector: an '
+               'inline model config or dict(cfg_path=..., **overrides)'),
+        Option('teacher', 'dict', REQUIRED, 'the teacher detector, same '
+               'forms'),
+        Option('teacher_ckpt', 'str', None, 'path or URL of the teacher '
+               'weights (None only with allow_random_teacher)',
+               nullable=True),
+        Option('recorders', 'dict', None, 'name -> module path (or dict('
+               'student=, teacher=[, per_call=True])); default '
+               'dict(neck=\'neck\')', nullable=True),
+        Option('distill_losses', 'dict', None, 'name -> dict(loss=, '
+               'recorder=, index=, connector=, resize=): the distilled '
+               'levels, at least one', nullable=True),
+        Option('nonfinite', 'str', 'skip', 'a NaN/Inf distillation loss: '
+               'skipped for that step, or the run stops naming the level',
+               choices=NONFINITE_POLICIES),
+        Option('predict_with', 'str', 'student', 'the model validation and '
+               'testing run (\'teacher\': pcka_det.test only, refused in '
+               'training)', choices=('student', 'teacher')),
+        Option('student_ckpt', 'str', None, 'a checkpoint the student '
+               'starts from', nullable=True),
+        Option('inherit', 'list', None, 'teacher modules copied into the '
+               'student at init (FGD/MGD\'s inherit strategy)',
+               nullable=True),
+        Option('teacher_dtype', 'str', None, 'run the teacher\'s backbone '
+               'and neck in half precision', choices=tuple(
+                   k for k in TEACHER_DTYPES if k is not None),
+               nullable=True),
+        Option('teacher_channels_last', 'bool', False, 'run the teacher in '
+               'channels_last'),
+        Option('log_alignment_interval', 'int', 0, 'log each level\'s PCKA '
+               'intra/inter similarity every that many steps; 0 is off',
+               low=0),
+        Option('allow_random_teacher', 'bool', False, 'accept teacher_ckpt='
+               'None (tests and benchmarks only)'),
+        Option('init_cfg', 'any', None, 'MMEngine init config',
+               nullable=True),
+    ),
+    run_rules=(('not-teacher-in-training', 'predict_with=\'teacher\' is '
+                'refused in training: every validation would report the '
+                'teacher\'s AP and pick the best checkpoint on it'), )))
 
 
 @MODELS.register_module()
@@ -89,6 +137,15 @@ class FeatureDistiller(BaseModel):
                  log_alignment_interval: int = 0,
                  allow_random_teacher: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
+        validate('FeatureDistiller', dict(
+            student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+            recorders=recorders, distill_losses=distill_losses,
+            nonfinite=nonfinite, predict_with=predict_with,
+            student_ckpt=student_ckpt, inherit=inherit,
+            teacher_dtype=teacher_dtype,
+            teacher_channels_last=teacher_channels_last,
+            log_alignment_interval=log_alignment_interval,
+            allow_random_teacher=allow_random_teacher, init_cfg=init_cfg))
         student_model = build_detector(student)
         super().__init__(
             data_preprocessor=student_model.data_preprocessor,

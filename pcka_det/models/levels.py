@@ -187,7 +187,26 @@ def parse_levels(distill_losses: Dict[str, dict],
                 'of changing it. Use the inherited name (one of '
                 f'{sorted(distill_losses)}).')
         levels.append(parse_level(name, spec, recorders, distill_losses))
+    seen: Dict[tuple, str] = {}
+    for level in levels:
+        # the same features compared by the same loss: a copy-paste index
+        key = (level.recorder, level.student_index, level.teacher_index,
+               _loss_type(level.loss))
+        if key in seen:
+            raise ValueError(
+                f'distill_losses.{level.name} distils the same level as '
+                f'distill_losses.{seen[key]} (recorder "{level.recorder}", '
+                f'index {level.student_index}, loss {key[3]}): one level '
+                'would count twice and another, probably, not at all. Fix '
+                'its index (one loss type at most once per level).')
+        seen[key] = level.name
     return levels
+
+
+def _loss_type(loss: dict) -> str:
+    """A loss config's type as a name (it may be a class)."""
+    kind = loss.get('type')
+    return kind.__name__ if isinstance(kind, type) else str(kind)
 
 
 FeaturePairs = Dict[str, Tuple[object, object]]

@@ -6,6 +6,33 @@ from mmengine.hooks import Hook
 
 from mmdet.registry import HOOKS
 from ...models.wrappers import unwrap_model
+from ...options import Contract, Option, OptionError, Rule, declare, validate
+
+CONTRACT = declare(Contract(
+    'DistillLossScheduleHook', 'custom_hooks[i]',
+    'Scales every distillation loss over training: warm-up, decay, stop.',
+    options=(
+        Option('warmup_iters', 'int', 0, 'linear warm-up steps', low=0),
+        Option('decay', 'str', None, 'decay from 1 to min_factor over the '
+               'run', choices=('linear', 'cosine'), nullable=True),
+        Option('min_factor', 'float', 0.0, 'where the decay ends (a '
+               'negative factor would push the student away from the '
+               'teacher)', low=0, high=1),
+        Option('stop_epoch', 'int', None, 'stop distilling after this many '
+               'epochs', low=1, nullable=True),
+        Option('stop_iter', 'int', None, 'stop distilling after this many '
+               'steps', low=1, nullable=True),
+    ),
+    rules=(Rule('min-factor-with-decay', 'min_factor only acts with a '
+                'decay: set decay, or leave min_factor at 0',
+                lambda v: 'min_factor is set without a decay, so it does '
+                'nothing' if v['min_factor'] and v['decay'] is None
+                else None), ),
+    run_rules=(('warm-up-within-run', 'warmup_iters is shorter than the '
+                'run (else the factor never reaches 1 and distillation '
+                'stays near 0)'),
+               ('stop-within-run', 'stop_iter / stop_epoch fall inside the '
+                'run (else they do nothing)'))))
 
 
 def schedule_factor(iteration: int, epoch: int, max_iters: int,
@@ -76,10 +103,31 @@ class DistillLossScheduleHook(Hook):
                  min_factor: float = 0.0,
                  stop_epoch: Optional[int] = None,
                  stop_iter: Optional[int] = None) -> None:
-        self.kwargs = dict(warmup_iters=warmup_iters, decay=decay,
-                           min_factor=min_factor, stop_epoch=stop_epoch,
-                           stop_iter=stop_iter)
-        schedule_factor(0, 0, 1, **self.kwargs)  # bad arguments fail here
+        self.kwargs = validate('DistillLossScheduleHook', dict(
+            warmup_iters=warmup_iters, decay=decay, min_factor=min_factor,
+            stop_epoch=stop_epoch, stop_iter=stop_iter))
+
+    def before_train(self, runner) -> None:
+        """The rules that need the run's length (the dataloader exists)."""
+        total, epochs = runner.max_iters, runner.max_epochs
+        k = self.kwargs
+        if k['warmup_iters'] >= total:
+            raise OptionError(
+                f'DistillLossScheduleHook.warmup_iters = {k["warmup_iters"]}'
+                f' but the run has {total} steps: the distillation factor '
+                'would never reach 1 (rule "warm-up-within-run"). Set '
+                f'warmup_iters well below {total}, or drop it.')
+        if k['stop_iter'] is not None and k['stop_iter'] >= total:
+            raise OptionError(
+                f'DistillLossScheduleHook.stop_iter = {k["stop_iter"]} but '
+                f'the run has {total} steps: it never stops distillation '
+                '(rule "stop-within-run"). Lower it or drop it.')
+        if k['stop_epoch'] is not None and epochs is not None and \
+                k['stop_epoch'] >= epochs:
+            raise OptionError(
+                f'DistillLossScheduleHook.stop_epoch = {k["stop_epoch"]} but '
+                f'the run has {epochs} epochs: it never stops distillation '
+                '(rule "stop-within-run"). Lower it or drop it.')
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:

@@ -7,6 +7,19 @@ from mmengine.logging import print_log
 
 from mmdet.registry import HOOKS
 from ...models.wrappers import unwrap_model
+from ...options import Contract, Option, declare, validate
+
+CONTRACT = declare(Contract(
+    'NonFiniteGuardHook', 'default_hooks.nonfinite_guard',
+    'Logs skipped non-finite steps and stops a run whose skips go on.',
+    options=(
+        Option('max_consecutive', 'int', 3, 'most skipped steps in a row',
+               low=0),
+        Option('max_total', 'int', 20, 'most skipped steps in the run',
+               low=0),
+        Option('max_level_streak', 'int', 20, 'most NaN/Inf steps in a row '
+               'of one distillation level', low=1),
+    )))
 
 
 def batch_ids(data_batch) -> List:
@@ -43,6 +56,9 @@ class NonFiniteGuardHook(Hook):
 
     def __init__(self, max_consecutive: int = 3, max_total: int = 20,
                  max_level_streak: int = 20) -> None:
+        validate('NonFiniteGuardHook', dict(
+            max_consecutive=max_consecutive, max_total=max_total,
+            max_level_streak=max_level_streak))
         self.max_consecutive = max_consecutive
         self.max_total = max_total
         self.max_level_streak = max_level_streak

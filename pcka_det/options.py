@@ -1,0 +1,193 @@
+"""Every option of our components, declared once: its type, allowed values
+or range, default and meaning, and the rules between options.
+
+A :class:`Contract` per component (registered type name) holds its
+:class:`Option` rows and its cross-field :class:`Rule` s. The component
+validates its arguments against its contract when it is built
+(:func:`validate`), so a bad value fails before any compute with a message
+that names the key, the value, the rule and the fix; ``docs/options.md`` is
+generated from the same table (``python -m pcka_det.options_doc --write``) and
+a test fails when the two drift, or when a component takes an argument its
+contract does not declare.
+
+Why a table of our own and not a validation library: MMEngine configs are
+nested ``ConfigDict`` s whose ``type`` may be a class or a string, whose
+values are checked by the components MMEngine builds (in its registries,
+with its own defaults), and some rules need the run (its length, the
+checkpoint it resumes); a library such as pydantic would need a model per
+component beside the component's own signature and would not reach the
+run-time rules. One small table, read by the components, the docs and the
+tests, does.
+
+Example:
+    >>> validate('DistillLossScheduleHook', dict(min_factor=1.5))
+    Traceback (most recent call last):
+    ...
+    pcka_det.options.OptionError: DistillLossScheduleHook.min_factor = 1.5: ...
+"""
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+
+class OptionError(ValueError):
+    """A value an option's contract refuses."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a component.
+
+    Attributes:
+        name (str): The argument's name.
+        kind (str): ``'int'``, ``'float'``, ``'bool'``, ``'str'``,
+            ``'dict'``, ``'list'`` or ``'any'``.
+        default: The default (``REQUIRED`` for a required option).
+        doc (str): One line of meaning.
+        choices (tuple, optional): The allowed values.
+        low (float, optional): Smallest allowed value (inclusive).
+        high (float, optional): Largest allowed value (inclusive).
+        nullable (bool): None is allowed.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    choices: Optional[Tuple] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    nullable: bool = False
+
+    def allowed(self) -> str:
+        """The allowed values, as the reference shows them."""
+        if self.choices is not None:
+            text = ', '.join(repr(c) for c in self.choices)
+        elif self.low is not None or self.high is not None:
+            low = '-inf' if self.low is None else f'{self.low:g}'
+            high = 'inf' if self.high is None else f'{self.high:g}'
+            text = f'{self.kind} in [{low}, {high}]'
+        else:
+            text = self.kind
+        return text + (' or None' if self.nullable else '')
+
+    def check(self, value) -> Optional[str]:
+        """Why ``value`` is refused, or None."""
+        if value is None:
+            return None if self.nullable else 'None is not allowed'
+        if self.choices is not None:
+            return None if value in self.choices else \
+                f'must be one of {list(self.choices)}'
+        if self.kind in ('int', 'float'):
+            whole = self.kind == 'int'
+            if isinstance(value, bool) or not isinstance(
+                    value, numbers.Integral if whole else numbers.Real):
+                return (f'must be {"an integer" if whole else "a number"}, '
+                        f'not {type(value).__name__}')
+            if not math.isfinite(value):
+                return 'must be finite'
+            if self.low is not None and value < self.low:
+                return f'must be >= {self.low:g}'
+            if self.high is not None and value > self.high:
+                return f'must be <= {self.high:g}'
+            return None
+        kinds = dict(bool=bool, str=str, dict=dict, list=(list, tuple))
+        if self.kind in kinds and not isinstance(value, kinds[self.kind]):
+            return f'must be a {self.kind}, not {type(value).__name__}'
+        return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule between a component's options.
+
+    Attributes:
+        name (str): Short name, shown in messages and the reference.
+        doc (str): One line: what it refuses and why.
+        check (callable): ``values -> message or None``; ``values`` holds
+            every option (defaults filled in).
+    """
+
+    name: str
+    doc: str
+    check: Callable[[Dict[str, Any]], Optional[str]] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a component accepts.
+
+    Attributes:
+        component (str): Its registered type name.
+        where (str): Where a user sets it in a config.
+        doc (str): One line.
+        options (tuple[Option]): Its options, in signature order.
+        rules (tuple[Rule]): Rules between them.
+        run_rules (tuple[str]): Rules checked when the run exists (named,
+            documented; the component checks them there).
+    """
+
+    component: str
+    where: str
+    doc: str
+    options: Tuple[Option, ...]
+    rules: Tuple[Rule, ...] = ()
+    run_rules: Tuple[Tuple[str, str], ...] = ()
+
+    def option(self, name: str) -> Option:
+        """The option called ``name``."""
+        return {o.name: o for o in self.options}[name]
+
+
+REQUIRED = object()
+CONTRACTS: Dict[str, Contract] = {}
+
+
+def declare(contract: Contract) -> Contract:
+    """Register ``contract`` under its component's name."""
+    CONTRACTS[contract.component] = contract
+    return contract
+
+
+def validate(component: str, values: Dict[str, Any],
+             where: Optional[str] = None) -> Dict[str, Any]:
+    """Check ``values`` (a component's arguments) against its contract.
+
+    Args:
+        component (str): The registered type name.
+        values (dict): The arguments given (unset ones take defaults).
+        where (str, optional): The config key the component sits at, for
+            the messages (default: the contract's ``where``).
+
+    Returns:
+        dict: Every option with its value (defaults filled in).
+
+    Raises:
+        OptionError: Naming the key, the value, the rule and the fix.
+    """
+    contract = CONTRACTS[component]
+    where = where or contract.where
+    known = {o.name: o for o in contract.options}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise OptionError(
+            f'{where}: {component} has no option {unknown}; its options '
+            f'are {sorted(known)} (docs/options.md).')
+    full = {}
+    for name, option in known.items():
+        value = values.get(name, option.default)
+        if value is REQUIRED:
+            raise OptionError(f'{where}.{name} is required: {option.doc}')
+        problem = option.check(value)
+        if problem:
+            raise OptionError(
+                f'{where}.{name} = {value!r}: {problem} '
+                f'(allowed: {option.allowed()}; {option.doc}).')
+        full[name] = value
+    for rule in contract.rules:
+        problem = rule.check(full)
+        if problem:
+            raise OptionError(f'{where}: {problem} (rule "{rule.name}": '
+                              f'{rule.doc})')
+    return full

@@ -1,0 +1,69 @@
+"""``docs/options.md``, generated from the option contracts of
+:mod:`pcka_det.options`.
+
+Example:
+    python -m pcka_det.options_doc            # print the reference
+    python -m pcka_det.options_doc --write    # write docs/options.md
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+from .options import CONTRACTS, REQUIRED
+
+
+def markdown() -> str:
+    """The options reference, generated from the contracts."""
+    lines = [
+        '# Options reference',
+        '',
+        'Generated from the contracts in `pcka_det/options.py` by',
+        '`python -m pcka_det.options_doc --write`; a test fails when this file '
+        'and the',
+        'contracts differ. Each component checks its options when it is '
+        'built, before',
+        'any compute; the rules "at run" are checked when the run exists '
+        '(before the',
+        'first step).',
+    ]
+    for name in sorted(CONTRACTS):
+        c = CONTRACTS[name]
+        lines += ['', f'## `{name}`', '', f'{c.doc} Set in: `{c.where}`.',
+                  '', '| option | allowed | default | meaning |',
+                  '|---|---|---|---|']
+        for o in c.options:
+            default = 'required' if o.default is REQUIRED else \
+                f'`{o.default!r}`'
+            lines.append(f'| `{o.name}` | {o.allowed()} | {default} | '
+                         f'{o.doc} |')
+        if c.rules or c.run_rules:
+            lines += ['', 'Rules:', '']
+            lines += [f'- `{r.name}`: {r.doc}' for r in c.rules]
+            lines += [f'- `{n}` (at run): {d}' for n, d in c.run_rules]
+    return '\n'.join(lines) + '\n'
+
+
+DOC = osp.join('docs', 'options.md')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Print the reference, or ``--write`` it to ``docs/options.md`` under
+    ``--root`` (default: the current directory)."""
+    import pcka_det  # noqa: F401  (the components declare their contracts)
+    parser = argparse.ArgumentParser(
+        description='Print or write the options reference.')
+    parser.add_argument('--write', action='store_true')
+    parser.add_argument('--root', default='.')
+    args = parser.parse_args(argv)
+    text = markdown()
+    if args.write:
+        from .fileio import atomic_write_text
+        atomic_write_text(osp.join(args.root, DOC), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
