@@ -57,6 +57,8 @@ def main(argv=None):
         cfg = trigger_visualization_hook(cfg, args)
 
     runner = RUNNERS.build(cfg)
+    # a test never tolerates a re-sized layer (load_from fine-tuning may)
+    runner.strict_load = True
     for message in found:
         runner.logger.warning(message)
     if args.out is not None:

@@ -7,8 +7,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
-from ..checkpoint import (CorruptCheckpointError, fit_checkpoint,
-                          newest_readable, read_checkpoint)
+from ..checkpoint import (STUDENT_PREFIX, CorruptCheckpointError,
+                          fit_checkpoint, mismatch, newest_readable,
+                          read_checkpoint)
 from ..datasets import padded_training_scale
 from ..models import FeatureDistiller, unwrap_model
 from ..options import Contract, Option, OptionError, declare, validate
@@ -193,6 +194,10 @@ class DistillRunner(Runner):
     ``tools/test.py`` use it for any config that names no runner.
     """
 
+    # pcka_det.test sets it: every weight of the checkpoint must fit, where
+    # load_from fine-tuning tolerates a few re-sized layers
+    strict_load = False
+
     @classmethod
     def from_cfg(cls, cfg) -> 'DistillRunner':
         """Build from ``cfg`` with the run components it does not declare
@@ -335,6 +340,18 @@ class DistillRunner(Runner):
                                      revise_keys=revise_keys)
         if note:
             self.logger.info(f'{filename} is {note}.')
+        if self.strict_load:
+            count, problem = mismatch(
+                model, state,
+                STUDENT_PREFIX if note.startswith('a detector') else None)
+            if count:
+                raise RuntimeError(
+                    f'Checkpoint "{filename}" does not fit this config '
+                    f'exactly ({problem}), and a test loads strictly: a '
+                    're-sized or missing layer would be tested at its '
+                    'random initialisation (e.g. a head of another class '
+                    'count). Test with the config the checkpoint was '
+                    'trained with.')
         # Hooks see the weights under the model's own key names: EMAHook
         # copies checkpoint['state_dict'] into its averaged model (and, when
         # resuming, swaps it with 'ema_state_dict' in place), so a
