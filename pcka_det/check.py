@@ -695,6 +695,19 @@ def _strict_json(obj):
     return obj
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'must be an integer >= 1 (the GPUs of the real run), got '
+            f'{text!r}')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Check a (distillation) training config before '
@@ -705,7 +718,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'the student on, at least (whole batches; 0: skip)')
     parser.add_argument('--iters', type=int, default=3,
                         help='iterations timed per cost row (0: skip)')
-    parser.add_argument('--gpus', type=int, default=None,
+    parser.add_argument('--gpus', type=_positive_int, default=None,
                         help='GPUs of the real run (default: from '
                         'auto_scale_lr.base_batch_size, else 1)')
     parser.add_argument('--device', default=None,

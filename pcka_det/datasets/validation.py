@@ -456,6 +456,11 @@ def validate_dataset(dataset, key: str, log: bool = True) -> List[str]:
                 'have no "segmentation". Use an instance-segmentation '
                 'annotation file (for the synthetic data, regenerate it: '
                 'python tools/make_synthetic_coco.py <data_root>).')
+    if data is not None and not data.get('images'):
+        raise ValueError(
+            f'{key}.ann_file: "{ann_file}" holds no images, so this '
+            'dataset is empty (a validation would fail after the first '
+            'epoch). Point it at an annotation file with images.')
     img_dir = (dataset.get('data_prefix') or {}).get('img')
     if img_dir is not None:
         img_dir = _join(root, img_dir)

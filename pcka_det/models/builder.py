@@ -30,6 +30,12 @@ def load_model_cfg(spec: Union[dict, ConfigDict]) -> ConfigDict:
     cfg = Config.fromfile(resolve_config_path(cfg_path))
     if 'model' not in cfg:
         raise ValueError(f'Config "{cfg_path}" has no "model" field')
+    if {'student', 'teacher'} <= set(cfg.model):
+        raise ValueError(
+            f'"{cfg_path}" is a distillation config (its model has a '
+            'student and a teacher), not a detector config: give the '
+            'detector\'s own config here (its model.student.cfg_path, '
+            f'{cfg.model.student.get("cfg_path", "an mmdet config")!r}).')
     if spec:
         cfg.merge_from_dict(dict(model=spec))
     return cfg.model

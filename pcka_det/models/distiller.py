@@ -225,8 +225,10 @@ class FeatureDistiller(BaseModel):
             MMLogger.get_current_instance().info(
                 f'Student initialised from {self.student_ckpt}')
         for prefix in self.inherit:
-            own = get_module(self.student, prefix, 'student').state_dict()
-            theirs = get_module(self.teacher, prefix, 'teacher').state_dict()
+            own = get_module(self.student, prefix, 'student',
+                             'inherit').state_dict()
+            theirs = get_module(self.teacher, prefix, 'teacher',
+                                'inherit').state_dict()
             wrong = sorted(set(own) ^ set(theirs)) + sorted(
                 k for k in set(own) & set(theirs)
                 if own[k].shape != theirs[k].shape)
@@ -236,7 +238,8 @@ class FeatureDistiller(BaseModel):
                     f'teacher\'s ({len(wrong)} keys differ in name or shape, '
                     f'first {wrong[:5]}); inherit only modules the two '
                     'detectors share.')
-            get_module(self.student, prefix, 'student').load_state_dict(
+            get_module(self.student, prefix, 'student',
+                       'inherit').load_state_dict(
                 {k: v.float() for k, v in theirs.items()})
             MMLogger.get_current_instance().info(
                 f'Student "{prefix}" initialised from the teacher\'s')

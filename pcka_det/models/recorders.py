@@ -6,7 +6,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from torch import Tensor, nn
 
 
-def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
+def get_module(model: nn.Module, path: str, owner: str = 'model',
+               what: str = 'Recorder source') -> nn.Module:
     """Find ``model.<path>`` or raise a ``ValueError`` listing valid names.
 
     Args:
@@ -14,6 +15,8 @@ def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
         path (str): Dotted module path, e.g. ``'neck'`` or
             ``'backbone.layer3'``.
         owner (str): How to call ``model`` in the error message.
+        what (str): What ``path`` is, for the message (``'Recorder
+            source'``, ``'inherit'``...).
 
     Returns:
         nn.Module: The sub-module.
@@ -24,7 +27,7 @@ def get_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
         top = sorted({n.split('.')[0] for n in names})
         close = difflib.get_close_matches(path, names, n=5)
         raise ValueError(
-            f'Recorder source "{path}" is not a module of the {owner}. '
+            f'{what} "{path}" is not a module of the {owner}. '
             f'Did you mean one of {close}? Top-level modules: {top}.')
     return modules[path]
 
