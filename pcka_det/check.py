@@ -51,6 +51,7 @@ from .cli import prepare_cfg
 from .datasets import padded_training_scale, validate_dataloaders
 from .evaluation import evaluate, ground_truth
 from .rng import rng_state, set_rng_state
+from .engine.runner import unscaled_batch
 from .fileio import atomic_write_text
 from .models import FeatureDistiller, get_module, head_num_classes
 
@@ -188,6 +189,10 @@ def check_recipe(report: Report, cfg: Config, model: nn.Module,
         recipe.update(student=_type_name(cfg.model), teacher='none (not a '
                       'distillation config)')
     report['recipe'] = recipe
+    if gpus_from == '--gpus':
+        problem = unscaled_batch(batch, gpus, scale_lr)
+        if problem:
+            report.verdict('recipe lr', WARN, problem)
 
 
 def check_levels(report: Report, cfg: Config,

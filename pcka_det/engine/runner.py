@@ -139,6 +139,34 @@ def declare_run_components(cfg) -> List[str]:
     return lines
 
 
+def unscaled_batch(batch_per_gpu: int, gpus: int,
+                   auto_scale_lr: Optional[dict]) -> Optional[str]:
+    """Why the learning rate does not fit the total batch, or None.
+
+    A recipe's lr is tuned for ``auto_scale_lr.base_batch_size``; trained
+    with another total batch and ``auto_scale_lr`` off, it is off by their
+    ratio (yzd-v/FGD#52 lost 1.2 AP this way).
+
+    Args:
+        batch_per_gpu (int): ``train_dataloader.batch_size``.
+        gpus (int): Processes of the run.
+        auto_scale_lr (dict, optional): The config's ``auto_scale_lr``.
+
+    Returns:
+        str, optional: The warning, with both numbers and the fix.
+    """
+    scale = auto_scale_lr or {}
+    base = scale.get('base_batch_size')
+    total = batch_per_gpu * gpus
+    if not base or scale.get('enable') or total == int(base):
+        return None
+    return (f'the total batch is {total} ({batch_per_gpu} per GPU x {gpus} '
+            f'GPU{"s" if gpus != 1 else ""}) but the learning rate is the '
+            f'recipe\'s for auto_scale_lr.base_batch_size {base}, and '
+            'auto_scale_lr is off: pass --auto-scale-lr (lr x '
+            f'{total / int(base):g}), or train with {base} images per step.')
+
+
 def check_pretrained_sources(model) -> None:
     """Fail now, not after the data is loaded, when a ``Pretrained`` init of
     ``model`` needs torchvision (``torchvision://`` URLs) and it is missing.
@@ -231,6 +259,12 @@ class DistillRunner(Runner):
                     'training config; evaluate the teacher with '
                     'pcka_det.test --cfg-options model.predict_with=teacher.')
             check_pretrained_sources(model.student)
+            loader = self.cfg.get('train_dataloader') or {}
+            problem = unscaled_batch(int(loader.get('batch_size', 1)),
+                                     self.world_size,
+                                     self.cfg.get('auto_scale_lr'))
+            if problem:
+                self.logger.warning(f'Learning rate: {problem}')
             size, source = padded_training_scale(self.cfg,
                                                  model.data_preprocessor)
             self.logger.info(f'Pre-flight image size {size[0]}x{size[1]} '
