@@ -416,8 +416,49 @@ def validate_dataloaders(cfg: Config,
             dataset, key = dataset.dataset, key + '.dataset'
         if 'ann_file' not in dataset:
             continue
+        validate_evaluator_file(cfg, name, dataset, key)
         warnings += validate_dataset(dataset, key, log)
     return warnings
+
+
+def validate_evaluator_file(cfg: Config, loader: str, dataset,
+                            key: str) -> None:
+    """Refuse an evaluator that reads another annotation file than its
+    loader's dataset: every validation would score the predictions against
+    other images (AP 0.000 each epoch, the best checkpoint picked on it).
+
+    Paths are compared after the dataset's ``data_root`` is joined.
+
+    Args:
+        cfg (Config): The full config.
+        loader (str): ``'val_dataloader'`` or ``'test_dataloader'``.
+        dataset (dict): The loader's dataset that has ``ann_file``.
+        key (str): Its config key, for the message.
+
+    Raises:
+        ValueError: Naming both files and the fix.
+    """
+    if not loader.endswith('_dataloader'):
+        return
+    name = loader.replace('_dataloader', '_evaluator')
+    evaluators = cfg.get(name)
+    if isinstance(evaluators, dict):
+        evaluators = [evaluators]
+    theirs = _join(dataset.get('data_root'), dataset.ann_file)
+    for i, evaluator in enumerate(evaluators or []):
+        ann_file = (evaluator or {}).get('ann_file')
+        if not ann_file:
+            continue
+        if osp.abspath(osp.normpath(ann_file)) != \
+                osp.abspath(osp.normpath(theirs)):
+            where = name if len(evaluators) == 1 and isinstance(
+                cfg.get(name), dict) else f'{name}[{i}]'
+            raise ValueError(
+                f'{where}.ann_file is "{ann_file}" but {key} reads '
+                f'"{theirs}" (data_root joined): the evaluator would score '
+                'the predictions against other images (AP near 0 every '
+                f'time). Set {where}.ann_file to "{theirs}" (with '
+                '--cfg-options after changing data_root, both).')
 
 
 def validate_dataset(dataset, key: str, log: bool = True) -> List[str]:

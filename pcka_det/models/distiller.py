@@ -174,6 +174,7 @@ class FeatureDistiller(BaseModel):
         # 0 skips the teacher and the losses.
         self.distill_scale: Optional[float] = None
         self._build_recorders(recorders or dict(neck='neck'))
+        self._refuse_frozen_recorders()
         self._build_losses(distill_losses or {})
 
     def _build_recorders(self, cfg: dict) -> None:
@@ -196,6 +197,22 @@ class FeatureDistiller(BaseModel):
                     source[side], per_call=bool(source.get('per_call')))
                 recorder.attach(model, owner=side)
                 table[name] = recorder
+
+    def _refuse_frozen_recorders(self) -> None:
+        """A student module recorded with every parameter frozen (mmdet's
+        ResNet ``frozen_stages``): the distillation gradient would train
+        only the connector, which the export drops."""
+        for name, recorder in self.student_recorders.items():
+            params = list(get_module(self.student, recorder.source,
+                                     'student').parameters())
+            if params and not any(p.requires_grad for p in params):
+                raise ValueError(
+                    f'recorders.{name}: the student\'s "{recorder.source}" '
+                    'is frozen (every parameter has requires_grad=False, '
+                    'e.g. the backbone\'s frozen_stages), so distilling it '
+                    'trains nothing the exported student keeps. Record a '
+                    'later stage, or unfreeze it (student backbone '
+                    'frozen_stages).')
 
     def _build_losses(self, cfg: dict) -> None:
         self.levels: Dict[str, DistillLevel] = {

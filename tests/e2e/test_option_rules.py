@@ -118,3 +118,38 @@ def test_teacher_ckpt_set_in_model_stays_valid(tmp_path, tiny_coco,
             '--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
     train_main(argv)
     assert (tmp_path / 'work' / 'student_last.pth').is_file()
+
+
+def test_frozen_student_stage_recorded(tmp_path, tiny_coco,
+                                       toy_teacher_ckpt):
+    # mmdet's ResNet frozen_stages=1 freezes the stem and layer1
+    msg = str(pytest.raises(ValueError, run, tmp_path, tiny_coco,
+                            toy_teacher_ckpt, """model = dict(
+    student=dict(backbone=dict(frozen_stages=1)),
+    recorders=dict(c2='backbone.layer1'),
+    distill_losses=dict(pcka_c2=dict(
+        recorder='c2', index=None,
+        connector=dict(type='ConvConnector', in_channels=16,
+                       out_channels=64),
+        loss=dict(type='PatchCKALoss', patch_size=4))))""").value)
+    assert 'recorders.c2: the student\'s "backbone.layer1" is frozen' in msg
+    assert not glob.glob(str(tmp_path / 'work' / '*.pth'))
+    # layer2 is trainable with frozen_stages=1: accepted at build
+    from mmdet.registry import MODELS
+    from pcka_det.testing import offline_distiller_cfg
+    cfg = offline_distiller_cfg(TOY_DISTILL)
+    cfg.model.student.backbone = dict(cfg.model.student.get('backbone', {}),
+                                      frozen_stages=1)
+    cfg.model.recorders = dict(fpn='neck', c3='backbone.layer2')
+    MODELS.build(cfg.model)
+
+
+def test_evaluator_reads_another_file(tmp_path, tiny_coco, toy_teacher_ckpt):
+    other = tiny_coco / 'annotations' / 'instances_train.json'
+    with pytest.raises(ValueError) as e:
+        run(tmp_path, tiny_coco, toy_teacher_ckpt,
+            **{'val_evaluator.ann_file': str(other)})
+    msg = str(e.value)
+    assert f'val_evaluator.ann_file is "{other}"' in msg
+    assert 'annotations/instances_val.json' in msg  # the dataset's
+    assert not glob.glob(str(tmp_path / 'work' / '*.pth'))
