@@ -446,6 +446,20 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     return p
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a weight of 0 distils
+    nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'must be a number > 0, got {text!r} (a weight of 0 would '
+            'write a config that distils nothing)')
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description='Write a PCKA distillation config for a teacher and a '
@@ -456,7 +470,7 @@ def main(argv=None) -> int:
     parser.add_argument('--student', required=True, help='student config')
     parser.add_argument('-o', '--out', required=True,
                         help='the config to write')
-    parser.add_argument('--weight', type=float, default=None,
+    parser.add_argument('--weight', type=_positive_float, default=None,
                         help='intra (and, two-stage, inter) weight; '
                         'default the paper\'s 10')
     parser.add_argument('--max-levels', type=int, default=MAX_LEVELS)

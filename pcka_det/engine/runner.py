@@ -25,7 +25,10 @@ CONTRACT = declare(Contract(
     run_rules=(('teacher-ckpt-override', 'a top-level teacher_ckpt changed '
                 'after the config copied it into model (by --cfg-options '
                 'or a child config) while model.teacher_ckpt kept the old '
-                'value is refused, naming both; set model.teacher_ckpt'), )))
+                'value is refused, naming both; set model.teacher_ckpt'),
+               ('one-student-init', 'load_from (without resume) and '
+                'model.student_ckpt together are refused: load_from would '
+                'replace the student student_ckpt loaded'))))
 
 
 def _type_name(value) -> Optional[str]:
@@ -238,6 +241,14 @@ class DistillRunner(Runner):
             DistillRunner: The runner.
         """
         cfg = copy.deepcopy(cfg)
+        model = cfg.get('model') or {}
+        if cfg.get('load_from') and not cfg.get('resume') and \
+                model.get('student_ckpt') and _is_distiller(model):
+            raise OptionError(
+                f'load_from ({cfg.load_from}) and model.student_ckpt '
+                f'({model.student_ckpt}) are both set: load_from is loaded '
+                'after student_ckpt and replaces it, so student_ckpt would '
+                'do nothing (rule "one-student-init"). Keep one of them.')
         validate('DistillRunner',
                  dict(resume_fallback=cfg.get('resume_fallback', True)))
         lines = declare_run_components(cfg)

@@ -64,3 +64,36 @@ def test_inherit_typo(tmp_path, tiny_coco, toy_teacher_ckpt):
         _train(tmp_path, config, tiny_coco, toy_teacher_ckpt)
     assert 'Recorder' not in str(e.value)
     assert not glob.glob(str(tmp_path / 'work' / '*.pth'))
+
+
+def test_new_config_weight_zero(tmp_path, capsys):
+    from pcka_det.new_config import main as new_config_main
+    with pytest.raises(SystemExit) as e:
+        new_config_main(['--teacher', 'pcka_det::toy/retinanet_r18_toy.py',
+                         '--teacher-ckpt', 't.pth', '--student',
+                         'pcka_det::toy/retinanet_thin-r18_toy.py', '-o',
+                         str(tmp_path / 'x.py'), '--weight', '0'])
+    assert e.value.code == 2
+    assert '--weight: must be a number > 0' in capsys.readouterr().err
+    assert not (tmp_path / 'x.py').exists()
+
+
+def test_cka_report_zero_images(capsys):
+    import cka_report  # tools/analysis, on the path from conftest
+    with pytest.raises(SystemExit) as e:
+        cka_report.parse_args([TOY_DISTILL, '--teacher-ckpt', 't.pth',
+                               '--student-ckpt', 's.pth', '--num-images',
+                               '0'])
+    assert e.value.code == 2
+    assert '--num-images: must be an integer >= 1' in \
+        capsys.readouterr().err
+
+
+def test_load_from_and_student_ckpt_together(tmp_path, tiny_coco,
+                                             toy_teacher_ckpt):
+    from pcka_det.options import OptionError
+    with pytest.raises(OptionError, match='rule "one-student-init"'):
+        _train(tmp_path, TOY_DISTILL, tiny_coco, toy_teacher_ckpt,
+               **{'load_from': str(toy_teacher_ckpt),
+                  'model.student_ckpt': str(toy_teacher_ckpt)})
+    assert not glob.glob(str(tmp_path / 'work' / '*.pth'))

@@ -33,6 +33,18 @@ METRICS = ('pcka_intra', 'pcka_inter', 'cka')
 POOL = 4  # grid each level is pooled to for the cross-level matrix
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'must be an integer >= 1, got {text!r}')
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='distillation (FeatureDistiller) '
@@ -43,8 +55,8 @@ def parse_args(argv=None):
                         'or distiller checkpoints)')
     parser.add_argument('--labels', nargs='+',
                         help='names of the students in the report')
-    parser.add_argument('--num-images', type=int, default=32)
-    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--num-images', type=_positive_int, default=32)
+    parser.add_argument('--batch-size', type=_positive_int, default=4)
     parser.add_argument('--patch-size', type=int, default=4,
                         help='PCKA patch size for levels whose loss is not '
                         'PatchCKALoss')
