@@ -255,6 +255,15 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
                 'the checkpoint is for another dataset, or the teacher '
                 'config\'s num_classes / the dataset\'s metainfo.classes is '
                 'wrong.')
+        sizes = [sum(p.numel() for p in m.parameters())
+                 for m in (model.teacher, model.student)]
+        if sizes[0] < sizes[1]:
+            report.verdict(
+                'teacher size', WARN,
+                f'the teacher has {sizes[0]:,} parameters, fewer than the '
+                f'student\'s {sizes[1]:,}: are teacher and student swapped '
+                '(model.teacher / model.student)? Distilling a smaller '
+                'network into a larger one rarely helps.')
         names = model.frozen_teacher.checkpoint_classes
         if names is not None and list(names) != list(classes):
             differ = [(i, a, b) for i, (a, b) in enumerate(
@@ -383,6 +392,15 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         for p in get_module(model.student, path, 'student').parameters()
         if p.requires_grad))
     model.zero_grad(set_to_none=True)
+    same = _same_weights(model.student, model.teacher)
+    if same:
+        report.verdict(
+            'step self-distillation', WARN,
+            'teacher and student are the same network with the same '
+            'weights: every level\'s loss is (near) 0 at the start by '
+            'construction, and raising its weight does not change that. '
+            'Self-distillation only teaches once the student moves; '
+            'distil from a stronger teacher to gain.')
     losses = model.loss(data['inputs'], data['data_samples'])
     nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
     keys = {name: level.log_keys[0] for name, level in model.levels.items()}
@@ -401,6 +419,8 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         rows.append(dict(name=name, loss=loss, ratio=ratio, grad=grad,
                          grad_ratio=grad / det_grad if det_grad else math.inf))
         problem = level_verdict(loss, ratio, nonfinite.get(name, 0) > 0)
+        if problem and same and not nonfinite.get(name, 0):
+            problem = None  # 0 by construction, said once below
         if problem:
             weight = _weight_key(model.distill_losses[name])
             report.verdict(f'step {name}', FAIL, f'loss {loss:.4g} '
@@ -428,6 +448,16 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         report.verdict('step', OK, 'every level has a finite, non-zero '
                        f'loss within {RATIO_BAND[0]:g}-{RATIO_BAND[1]:g}x '
                        'the detection loss')
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models have the same parameter names, shapes and
+    values."""
+    own, theirs = a.state_dict(), b.state_dict()
+    return own.keys() == theirs.keys() and all(
+        own[k].shape == theirs[k].shape and
+        torch.equal(own[k].float(), theirs[k].float().to(own[k].device))
+        for k in own)
 
 
 def _weight_key(loss: nn.Module) -> Optional[str]:
