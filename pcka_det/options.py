@@ -49,6 +49,8 @@ class Option:
         low (float, optional): Smallest allowed value (inclusive).
         high (float, optional): Largest allowed value (inclusive).
         nullable (bool): None is allowed.
+        examples (tuple): Other values a user sets, run by the generated
+            options test through ``tools/train.py`` (besides the default).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Option:
     low: Optional[float] = None
     high: Optional[float] = None
     nullable: bool = False
+    examples: Tuple = ()
 
     def allowed(self) -> str:
         """The allowed values, as the reference shows them."""
@@ -71,6 +74,19 @@ class Option:
         else:
             text = self.kind
         return text + (' or None' if self.nullable else '')
+
+    def refused_example(self):
+        """A value the option refuses (the generated refusal rows), or
+        None when none follows from its declaration."""
+        if self.choices is not None:
+            return 'not-a-choice'
+        if self.kind in ('int', 'float') and self.low is not None:
+            return type(self.low)(self.low) - 1
+        if self.kind in ('int', 'float') and self.high is not None:
+            return self.high + 1
+        if self.kind == 'bool':
+            return 'yes'
+        return None
 
     def check(self, value) -> Optional[str]:
         """Why ``value`` is refused, or None."""

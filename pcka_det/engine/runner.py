@@ -17,11 +17,12 @@ from .train_loop import ExactResumeEpochBasedTrainLoop
 
 
 CONTRACT = declare(Contract(
-    'DistillRunner', 'the config\'s top level',
+    'DistillRunner', 'config',
     'Runs every config of ours (runner_type); these are its own keys.',
     options=(Option('resume_fallback', 'bool', True, 'resume from the '
                     'newest readable checkpoint when the one asked for is '
-                    'truncated or corrupt (False: an error naming both)'), ),
+                    'truncated or corrupt (False: an error naming both)',
+               examples=(False, )), ),
     run_rules=(('teacher-ckpt-override', 'a top-level teacher_ckpt changed '
                 'after the config copied it into model (by --cfg-options '
                 'or a child config) while model.teacher_ckpt kept the old '

@@ -115,19 +115,26 @@ CONTRACT = declare(Contract(
     'PCKA between a student and a teacher feature map of one level.',
     options=(
         Option('patch_size', 'int', 16, 'patch side in feature cells (the '
-               'paper: 16)', low=1),
+               'paper: 16)', low=1,
+               examples=(2, )),
         Option('intra_weight', 'float', 10.0, 'weight of the patch '
-               'relation term (the paper: 10)', low=0),
+               'relation term (the paper: 10)', low=0,
+               examples=(1.0, )),
         Option('inter_weight', 'float', None, 'weight of the pixel '
                'relation term; None turns it off (the paper: 10 for '
-               'two-stage students)', low=0, nullable=True),
+               'two-stage students)', low=0, nullable=True,
+               examples=(10.0, )),
         Option('centered', 'bool', False, 'centred CKA instead of the '
-               'official uncentred alignment'),
-        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0),
+               'official uncentred alignment',
+               examples=(True, )),
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0,
+               examples=(0.5, )),
         Option('eps', 'float', DEFAULT_EPS, 'lower bound of squared Gram '
-               'norms', low=1e-30),
+               'norms', low=1e-30,
+               examples=(1e-6, )),
         Option('allow_single_patch', 'bool', False, 'accept a level of one '
-               'patch at the training scale (its intra term is constant)'),
+               'patch at the training scale (its intra term is constant)',
+               examples=(True, )),
     ),
     rules=(Rule('trains-something', 'a level with every weight 0 is '
                 'refused: it trains nothing', _trains_something), )))

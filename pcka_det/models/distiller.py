@@ -40,7 +40,8 @@ CONTRACT = declare(Contract(
                'levels, at least one', nullable=True),
         Option('nonfinite', 'str', 'skip', 'a NaN/Inf distillation loss: '
                'skipped for that step, or the run stops naming the level',
-               choices=NONFINITE_POLICIES),
+               choices=NONFINITE_POLICIES,
+               examples=('raise', )),
         Option('predict_with', 'str', 'student', 'the model validation and '
                'testing run (\'teacher\': pcka_det.test only, refused in '
                'training)', choices=('student', 'teacher')),
@@ -52,14 +53,18 @@ CONTRACT = declare(Contract(
         Option('teacher_dtype', 'str', None, 'run the teacher\'s backbone '
                'and neck in half precision', choices=tuple(
                    k for k in TEACHER_DTYPES if k is not None),
-               nullable=True),
+               nullable=True,
+               examples=('bf16', 'fp16', 'fp32')),
         Option('teacher_channels_last', 'bool', False, 'run the teacher in '
-               'channels_last'),
+               'channels_last',
+               examples=(True, )),
         Option('log_alignment_interval', 'int', 0, 'log each level\'s PCKA '
                'intra/inter similarity every that many steps; 0 is off',
-               low=0),
+               low=0,
+               examples=(1, )),
         Option('allow_random_teacher', 'bool', False, 'accept teacher_ckpt='
-               'None (tests and benchmarks only)'),
+               'None (tests and benchmarks only)',
+               examples=(True, )),
         Option('init_cfg', 'any', None, 'MMEngine init config',
                nullable=True),
     ),

@@ -12,16 +12,21 @@ CONTRACT = declare(Contract(
     'DistillLossScheduleHook', 'custom_hooks[i]',
     'Scales every distillation loss over training: warm-up, decay, stop.',
     options=(
-        Option('warmup_iters', 'int', 0, 'linear warm-up steps', low=0),
+        Option('warmup_iters', 'int', 0, 'linear warm-up steps', low=0,
+               examples=(1, )),
         Option('decay', 'str', None, 'decay from 1 to min_factor over the '
-               'run', choices=('linear', 'cosine'), nullable=True),
+               'run', choices=('linear', 'cosine'), nullable=True,
+               examples=('linear', 'cosine')),
         Option('min_factor', 'float', 0.0, 'where the decay ends (a '
                'negative factor would push the student away from the '
-               'teacher)', low=0, high=1),
+               'teacher)', low=0, high=1,
+               examples=(0.5, )),
         Option('stop_epoch', 'int', None, 'stop distilling after this many '
-               'epochs', low=1, nullable=True),
+               'epochs', low=1, nullable=True,
+               examples=(1, )),
         Option('stop_iter', 'int', None, 'stop distilling after this many '
-               'steps', low=1, nullable=True),
+               'steps', low=1, nullable=True,
+               examples=(1, )),
     ),
     rules=(Rule('min-factor-with-decay', 'min_factor only acts with a '
                 'decay: set decay, or leave min_factor at 0',

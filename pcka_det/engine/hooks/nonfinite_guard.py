@@ -14,11 +14,14 @@ CONTRACT = declare(Contract(
     'Logs skipped non-finite steps and stops a run whose skips go on.',
     options=(
         Option('max_consecutive', 'int', 3, 'most skipped steps in a row',
-               low=0),
+               low=0,
+               examples=(0, )),
         Option('max_total', 'int', 20, 'most skipped steps in the run',
-               low=0),
+               low=0,
+               examples=(0, )),
         Option('max_level_streak', 'int', 20, 'most NaN/Inf steps in a row '
-               'of one distillation level', low=1),
+               'of one distillation level', low=1,
+               examples=(1, )),
     )))
 
 

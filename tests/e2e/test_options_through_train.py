@@ -1,0 +1,106 @@
+"""Generated from the option contracts (pcka_det/options.py): every value a
+user can set runs through ``tools/train.py``'s own ``main`` (two steps on the
+toy data, several options per run), ends with finite losses and
+``student_last.pth``; every value an option's declaration refuses is refused
+at build, with a message naming the key and the value."""
+import glob
+import math
+import re
+
+import pytest
+from conftest import TOY_DISTILL, toy_options
+
+import pcka_det  # noqa: F401  (the components declare their contracts)
+from pcka_det.options import CONTRACTS
+from pcka_det.train import main as train_main
+
+COVERED = ('FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
+           'NonFiniteGuardHook', 'DistillRunner')
+
+
+def config_body(values):
+    """Config lines that set ``{component: {option: value}}`` on the toy
+    PCKA config."""
+    model = dict(values.get('FeatureDistiller', {}))
+    if values.get('PatchCKALoss'):
+        model['distill_losses'] = dict(
+            pcka_p3=dict(loss=dict(values['PatchCKALoss'])))
+    lines = [f'model = {model!r}'] if model else []
+    if 'DistillLossScheduleHook' in values:
+        hook = dict(type='DistillLossScheduleHook',
+                    **values['DistillLossScheduleHook'])
+        lines.append(f'custom_hooks = [{hook!r}]')
+    if 'NonFiniteGuardHook' in values:
+        lines.append('default_hooks = '
+                     f'{dict(nonfinite_guard=values["NonFiniteGuardHook"])!r}')
+    for option, value in values.get('DistillRunner', {}).items():
+        lines.append(f'{option} = {value!r}')
+    return '\n'.join(lines)
+
+
+def runs():
+    """Run k sets the k-th example of every option that has one."""
+    depth = max(len(o.examples) for c in COVERED
+                for o in CONTRACTS[c].options)
+    out = []
+    for k in range(depth):
+        values = {}
+        for name in COVERED:
+            for option in CONTRACTS[name].options:
+                if len(option.examples) > k:
+                    values.setdefault(name, {})[option.name] = \
+                        option.examples[k]
+        out.append(values)
+    return out
+
+
+def refusals():
+    rows = []
+    for name in COVERED:
+        for option in CONTRACTS[name].options:
+            bad = option.refused_example()
+            if bad is not None:
+                rows.append((name, option.name, bad))
+    return rows
+
+
+def train(tmp_path, tiny_coco, teacher, body):
+    config = tmp_path / 'options.py'
+    config.write_text(f'_base_ = {TOY_DISTILL!r}\n{body}\n')
+    # 8 images a step, 2 epochs: 2 steps, a schedule can stop after one
+    opts = toy_options(tiny_coco, teacher, **{
+        'train_dataloader.batch_size': 8, 'train_cfg.max_epochs': 2})
+    work = tmp_path / 'work'
+    train_main([str(config), '--work-dir', str(work), '--cfg-options']
+               + [f'{k}={v}' for k, v in opts.items()])
+    return work
+
+
+def test_every_declared_option_is_covered():
+    assert set(COVERED) <= set(CONTRACTS)
+    assert set(CONTRACTS) <= set(COVERED), 'a new contract: add it here'
+    # every option with a value besides its default is run
+    assert sum(len(o.examples) for c in COVERED
+               for o in CONTRACTS[c].options) >= 20
+
+
+@pytest.mark.parametrize('index', range(len(runs())))
+def test_option_values_train(tmp_path, tiny_coco, toy_teacher_ckpt, index):
+    values = runs()[index]
+    work = train(tmp_path, tiny_coco, toy_teacher_ckpt, config_body(values))
+    assert (work / 'student_last.pth').is_file(), values
+    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    losses = [float(v) for v in re.findall(r' loss: (\S+)', log)]
+    assert len(losses) == 2, values  # both steps logged
+    assert all(math.isfinite(v) for v in losses), values
+
+
+@pytest.mark.parametrize('component, option, bad', refusals(),
+                         ids=lambda v: str(v))
+def test_declared_refusals(tmp_path, tiny_coco, toy_teacher_ckpt, component,
+                           option, bad):
+    with pytest.raises(ValueError) as e:
+        train(tmp_path, tiny_coco, toy_teacher_ckpt,
+              config_body({component: {option: bad}}))
+    assert f'{option} = {bad!r}' in str(e.value)
+    assert not glob.glob(str(tmp_path / 'work' / '*.pth'))
