@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .cpu_distributed import allow_cpu_distributed
 from .config_paths import resolve_config_path
-from .options import OptionError
+from .options import OptionError, validate_config
 
 # Top-level variables our configs copy into ``model`` (``teacher_ckpt =
 # URL`` then ``model = dict(teacher_ckpt=teacher_ckpt)``): changing the
@@ -104,6 +104,8 @@ def prepare_cfg(config: str,
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
     check_copied_variables(cfg, resolve_config_path(config), cfg_options)
+    # every declared component where it sits, before anything is built
+    validate_config(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

@@ -199,7 +199,7 @@ def validate(component: str, values: Dict[str, Any],
         if problem:
             raise OptionError(
                 f'{where}.{name} = {value!r}: {problem} '
-                f'(allowed: {option.allowed()}; {option.doc}).')
+                f'(allowed: {option.allowed()}; {component}: {option.doc}).')
         full[name] = value
     for rule in contract.rules:
         problem = rule.check(full)
@@ -207,3 +207,51 @@ def validate(component: str, values: Dict[str, Any],
             raise OptionError(f'{where}: {problem} (rule "{rule.name}": '
                               f'{rule.doc})')
     return full
+
+
+# keys MMEngine reads itself from a component's config dict
+_FRAMEWORK_KEYS = ('type', '_scope_', 'priority', '_delete_')
+
+
+def validate_config(cfg: dict) -> int:
+    """Validate every component of a config that has a contract, where it
+    sits, before anything is built: each dict whose ``type`` names a
+    declared component (a string, possibly scoped, or a class), with the
+    config path in the messages (``model.distill_losses.pcka_p3.loss``).
+
+    Args:
+        cfg (dict): The whole config, CLI overrides applied.
+
+    Returns:
+        int: How many components were checked.
+
+    Raises:
+        OptionError: The first refused value or rule.
+    """
+    checked = 0
+
+    def walk(node, path):
+        nonlocal checked
+        if isinstance(node, dict):
+            kind = node.get('type')
+            name = kind.__name__ if isinstance(kind, type) else (
+                str(kind).rsplit('.', 1)[-1] if kind is not None else None)
+            if name in CONTRACTS:
+                validate(name, {k: v for k, v in node.items()
+                                if k not in _FRAMEWORK_KEYS}, path)
+                checked += 1
+            for key, value in node.items():
+                walk(value, f'{path}.{key}' if path else str(key))
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{path}[{i}]')
+
+    walk(dict(cfg), '')
+    # the runner's own top-level keys
+    runner = CONTRACTS.get('DistillRunner')
+    own = {o.name: cfg[o.name] for o in runner.options if o.name in cfg} \
+        if runner else {}
+    if own:
+        validate('DistillRunner', own, 'config')
+        checked += 1
+    return checked

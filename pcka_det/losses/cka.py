@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from ..options import Contract, Option, declare, validate
 from .base import AlignmentLoss
 from .kernels import DEFAULT_EPS, gram_alignments
 
@@ -42,6 +43,23 @@ def cka(x: Tensor,
     return intra[0], None if inter_sim is None else inter_sim[0]
 
 
+CONTRACT = declare(Contract(
+    'CKALoss', 'model.distill_losses.<level>.loss',
+    'Plain CKA between the flattened features of a level.',
+    options=(
+        Option('intra_weight', 'float', 1.0, 'weight of the sample-relation '
+               'term', low=0, examples=(2.0, )),
+        Option('inter_weight', 'float', None, 'weight of the feature-'
+               'relation term; None turns it off', low=0, nullable=True,
+               examples=(1.0, )),
+        Option('centered', 'bool', True, 'centred CKA', examples=(False, )),
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0,
+               examples=(0.5, )),
+        Option('eps', 'float', DEFAULT_EPS, 'lower bound of squared Gram '
+               'norms', low=1e-30),
+    )))
+
+
 @MODELS.register_module()
 class CKALoss(AlignmentLoss):
     """Linear CKA loss for logits or pooled features.
@@ -64,6 +82,9 @@ class CKALoss(AlignmentLoss):
                  centered: bool = True,
                  loss_weight: float = 1.0,
                  eps: float = DEFAULT_EPS) -> None:
+        validate('CKALoss', dict(
+            intra_weight=intra_weight, inter_weight=inter_weight,
+            centered=centered, loss_weight=loss_weight, eps=eps), 'CKALoss')
         super().__init__(intra_weight, inter_weight, centered, loss_weight,
                          eps)
 

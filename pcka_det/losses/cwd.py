@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..options import Contract, Option, declare, validate
 from .feature_pair import validate_feature_pair, validate_weight
 
 
@@ -31,6 +32,15 @@ def channel_kl(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     return kl.mean(0)
 
 
+CONTRACT = declare(Contract(
+    'ChannelWiseDivergence', 'model.distill_losses.<level>.loss',
+    'CWD: KL divergence of the channels\' spatial softmax.',
+    options=(
+        Option('tau', 'float', 1.0, 'softmax temperature', low=1e-6,
+               examples=(4.0, )),
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0, examples=(0.5, )),
+    )))
+
 @MODELS.register_module()
 class ChannelWiseDivergence(nn.Module):
     """CWD loss: ``loss_weight * tau^2 * mean(channel_kl)``.
@@ -41,6 +51,8 @@ class ChannelWiseDivergence(nn.Module):
     """
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+        validate('ChannelWiseDivergence', dict(tau=tau, loss_weight=loss_weight),
+                 'ChannelWiseDivergence')
         super().__init__()
         validate_weight('ChannelWiseDivergence', 'tau', tau)
         if tau <= 0:

@@ -4,8 +4,16 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..options import Contract, Option, declare, validate
 from .feature_pair import validate_feature_pair, validate_weight
 
+
+CONTRACT = declare(Contract(
+    'FeatureMSELoss', 'model.distill_losses.<level>.loss',
+    'FitNet: mean squared error between the feature maps.',
+    options=(
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0, examples=(0.5, )),
+    )))
 
 @MODELS.register_module()
 class FeatureMSELoss(nn.Module):
@@ -18,6 +26,8 @@ class FeatureMSELoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0) -> None:
+        validate('FeatureMSELoss', dict(loss_weight=loss_weight),
+                 'FeatureMSELoss')
         super().__init__()
         self.loss_weight = validate_weight('FeatureMSELoss', 'loss_weight',
                                         loss_weight)

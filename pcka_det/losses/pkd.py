@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..options import Contract, Option, declare, validate
 from .feature_pair import validate_feature_pair, validate_weight
 
 
@@ -36,6 +37,15 @@ def pearson_channels(student: Tensor, teacher: Tensor,
         return (s * t).mean(dim=1)
 
 
+CONTRACT = declare(Contract(
+    'PKDLoss', 'model.distill_losses.<level>.loss',
+    'PKD: 1 - the mean Pearson correlation of the standardised channels.',
+    options=(
+        Option('loss_weight', 'float', 1.0, 'global multiplier', low=0, examples=(0.5, )),
+        Option('eps', 'float', 1e-6, 'added to the standard deviations',
+               low=1e-30, examples=(1e-5, )),
+    )))
+
 @MODELS.register_module()
 class PKDLoss(nn.Module):
     """PKD: half the mean squared error of standardised features.
@@ -48,6 +58,8 @@ class PKDLoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-6) -> None:
+        validate('PKDLoss', dict(loss_weight=loss_weight, eps=eps),
+                 'PKDLoss')
         super().__init__()
         self.loss_weight = validate_weight('PKDLoss', 'loss_weight', loss_weight)
         self.eps = eps

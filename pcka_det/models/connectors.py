@@ -5,6 +5,18 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..options import REQUIRED, Contract, Option, declare, validate
+
+CONTRACT = declare(Contract(
+    'ConvConnector', 'model.distill_losses.<level>.connector',
+    'Maps a student feature to the teacher\'s width (1x1 conv + norm); '
+    'trained with the student, dropped at export.',
+    options=(
+        Option('in_channels', 'int', REQUIRED, 'student channels', low=1),
+        Option('out_channels', 'int', REQUIRED, 'teacher channels', low=1),
+        Option('norm_cfg', 'dict', dict(type='BN'), 'norm layer config; '
+               'None for none', nullable=True, examples=(None, )),
+    )))
 
 
 @MODELS.register_module()
@@ -22,6 +34,9 @@ class ConvConnector(nn.Module):
                  in_channels: int,
                  out_channels: int,
                  norm_cfg: Optional[dict] = dict(type='BN')) -> None:
+        validate('ConvConnector', dict(in_channels=in_channels,
+                                       out_channels=out_channels,
+                                       norm_cfg=norm_cfg), 'ConvConnector')
         super().__init__()
         self.in_channels = in_channels
         self.conv = nn.Conv2d(

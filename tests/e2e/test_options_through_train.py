@@ -15,24 +15,49 @@ from pcka_det.options import CONTRACTS
 from pcka_det.train import main as train_main
 
 COVERED = ('FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
-           'NonFiniteGuardHook', 'DistillRunner')
+           'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
+           'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
+           'ConvConnector', 'ExportStudentHook')
+# the toy pair's levels each loss type is put on (both necks are 128 wide)
+OTHER_LOSSES = dict(PKDLoss='pcka_p4', ChannelWiseDivergence='pcka_p5',
+                    FeatureMSELoss='pcka_p6', CKALoss='cka_p3')
 
 
 def config_body(values):
     """Config lines that set ``{component: {option: value}}`` on the toy
     PCKA config."""
     model = dict(values.get('FeatureDistiller', {}))
-    if values.get('PatchCKALoss'):
-        model['distill_losses'] = dict(
-            pcka_p3=dict(loss=dict(values['PatchCKALoss'])))
+    losses = {}
+    if values.get('PatchCKALoss') or values.get('ConvConnector'):
+        losses['pcka_p3'] = dict(loss=dict(values.get('PatchCKALoss', {})))
+        if 'ConvConnector' in values:
+            losses['pcka_p3']['connector'] = {
+                'type': 'ConvConnector', 'in_channels': 128,
+                'out_channels': 128, **values['ConvConnector']}
+    for loss, level in OTHER_LOSSES.items():
+        if loss in values:
+            if level == 'cka_p3':  # a level of its own, beside PCKA's
+                losses[level] = dict(recorder='fpn', index=0,
+                                     loss=dict(type=loss, **values[loss]))
+            else:  # another loss type on an inherited level
+                losses[level] = dict(loss=dict(_delete_=True, type=loss,
+                                               **values[loss]))
+    if losses:
+        model['distill_losses'] = losses
+    if 'ExportStudentHook' in values:
+        lines_export = dict(export_student=values['ExportStudentHook'])
+    else:
+        lines_export = {}
     lines = [f'model = {model!r}'] if model else []
     if 'DistillLossScheduleHook' in values:
         hook = dict(type='DistillLossScheduleHook',
                     **values['DistillLossScheduleHook'])
         lines.append(f'custom_hooks = [{hook!r}]')
+    hooks = dict(lines_export)
     if 'NonFiniteGuardHook' in values:
-        lines.append('default_hooks = '
-                     f'{dict(nonfinite_guard=values["NonFiniteGuardHook"])!r}')
+        hooks['nonfinite_guard'] = values['NonFiniteGuardHook']
+    if hooks:
+        lines.append(f'default_hooks = {hooks!r}')
     for option, value in values.get('DistillRunner', {}).items():
         lines.append(f'{option} = {value!r}')
     return '\n'.join(lines)

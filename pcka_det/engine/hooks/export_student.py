@@ -7,6 +7,13 @@ from mmengine.runner import Runner
 
 from mmdet.registry import HOOKS
 from ...export import export_student
+from ...options import Contract, Option, declare, validate
+
+CONTRACT = declare(Contract(
+    'ExportStudentHook', 'default_hooks.export_student',
+    'Writes student_last.pth (plain mmdet keys) when training ends.',
+    options=(Option('out_dir', 'str', None, 'where to write (default: the '
+                    'work dir)', nullable=True), )))
 
 
 def _checkpoints_to_export(runner: Runner) -> Dict[str, str]:
@@ -43,6 +50,7 @@ class ExportStudentHook(Hook):
     priority = 'VERY_LOW'  # after CheckpointHook has written its files
 
     def __init__(self, out_dir: Optional[str] = None) -> None:
+        validate('ExportStudentHook', dict(out_dir=out_dir))
         self.out_dir = out_dir
 
     def after_train(self, runner: Runner) -> None:
