@@ -49,7 +49,7 @@ from .benchmark import measure
 from .checkpoint import load_weights
 from .cli import prepare_cfg
 from .datasets import padded_training_scale, validate_dataloaders
-from .evaluation import evaluate, ground_truth
+from .evaluation import evaluate, ground_truth, published_box_ap
 from .rng import rng_state, set_rng_state
 from .engine.runner import unscaled_batch
 from .fileio import atomic_write_text
@@ -332,6 +332,38 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
         report.verdict('teacher', OK, f'recall {found["recall"]:.0%} of '
                        f'{found["objects"]} objects at IoU 0.5 on '
                        f'{found["images"]} images')
+    teacher_ap_verdict(report, found, cfg.model.get('teacher_ckpt'))
+
+
+def teacher_ap_verdict(report: Report, found: Dict,
+                       teacher_ckpt: Optional[str]) -> None:
+    """The teacher's measured box AP beside the AP mmdet's model zoo lists
+    for its checkpoint URL (:func:`published_box_ap`); a WARN when it is
+    below half of it: preprocessing (mean/std, bgr_to_rgb), the data or the
+    class order differ from the teacher's training.
+
+    Args:
+        report (Report): The report to add to.
+        found (dict): The teacher's :func:`evaluate` result.
+        teacher_ckpt (str, optional): The teacher checkpoint.
+    """
+    published = published_box_ap(teacher_ckpt)
+    measured = (found.get('metrics') or {}).get('coco/bbox_mAP')
+    if published is None or not isinstance(measured, (int, float)):
+        return
+    name, ap = published
+    measured = 100 * measured
+    found['published_box_ap'] = dict(model=name, box_ap=ap)
+    text = (f'box AP {measured:.1f} on {found["images"]} images, the model '
+            f'zoo lists {ap:.1f} for {name} on COCO val')
+    if measured < ap / 2:
+        report.verdict(
+            'teacher AP', WARN, text + ': far below it points to the '
+            'preprocessing (data_preprocessor mean/std, bgr_to_rgb), the '
+            'data or the class order differing from the teacher\'s '
+            'training (on few images the AP is noisy: --num-images more).')
+    else:
+        report.verdict('teacher AP', OK, text)
 
 
 def level_verdict(loss: float, ratio: float, nonfinite: bool

@@ -3,9 +3,10 @@ ground truth (telling a trained detector from a random one) beside the
 config's own evaluator, on the first images of a loader. Used by
 ``pcka_det.check`` on the teacher and the student."""
 import contextlib
+import functools
 import io
 import logging
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -125,3 +126,51 @@ def ground_truth(dataset, limit: int) -> Dict:
             torch.tensor([i['bbox_label'] for i in instances],
                          dtype=torch.long))
     return gt
+
+
+@functools.lru_cache(maxsize=1)
+def _model_zoo_index() -> Dict[str, Tuple[str, float]]:
+    """``checkpoint URL -> (model name, box AP)`` from the metafiles mmdet
+    installs with its configs."""
+    import glob
+    import os.path as osp
+
+    import yaml
+
+    import mmdet
+    index = {}
+    root = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+    for path in glob.glob(osp.join(root, '*', 'metafile.yml')):
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        models = data.get('Models') if isinstance(data, dict) else None
+        for model in models or []:
+            if not isinstance(model, dict):
+                continue
+            url = model.get('Weights')
+            for result in model.get('Results') or []:
+                metrics = result.get('Metrics') if isinstance(
+                    result, dict) else None
+                ap = (metrics or {}).get('box AP')
+                if url and ap is not None:
+                    index[str(url)] = (model.get('Name', ''), float(ap))
+                    break
+    return index
+
+
+def published_box_ap(checkpoint: Optional[str]) -> Optional[Tuple[str, float]]:
+    """The model-zoo name and COCO box AP (%) mmdet's metafiles list for a
+    checkpoint URL, or None for any other checkpoint.
+
+    Args:
+        checkpoint (str, optional): A teacher checkpoint path or URL.
+
+    Returns:
+        tuple[str, float], optional: ``(model name, box AP)``.
+    """
+    if not checkpoint:
+        return None
+    return _model_zoo_index().get(str(checkpoint))
