@@ -25,9 +25,33 @@ import copy
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..options import REQUIRED, Contract, Option, Rule, declare, validate
+
 SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize')
 RESIZE_MODES = ('bilinear', 'nearest')
 SIDES = ('student', 'teacher')
+
+CONTRACT = declare(Contract(
+    'DistillLevel', 'model.distill_losses.<level>',
+    'One distilled level: which features are paired, and the loss between '
+    'them (no type key: each entry of distill_losses is one).',
+    options=(
+        Option('loss', 'dict', REQUIRED, 'the loss config, dict(type=...)'),
+        Option('recorder', 'str', 'neck', 'a key of model.recorders'),
+        Option('index', 'any', None, 'output index on both sides (an FPN '
+               'level; the call of a per_call recorder), or dict(student=i, '
+               'teacher=j); None for a single tensor', nullable=True),
+        Option('connector', 'dict', None, 'maps the student feature to the '
+               'teacher\'s width (ConvConnector)', nullable=True),
+        Option('resize', 'str', None, 'resize the student feature to the '
+               'teacher\'s size; None: sizes must match',
+               choices=RESIZE_MODES, nullable=True,
+               examples=('bilinear', )),
+    ),
+    rules=(Rule('one-loss-type-per-level', 'two entries with the same '
+                'recorder, indices and loss type are refused: a copy-paste '
+                'index distils one level twice and another not at all',
+                lambda v: None), )))
 
 
 def loss_key(name: str) -> str:
@@ -139,6 +163,7 @@ def parse_level(name: str, spec: dict, recorders: Iterable[str],
     if recorder not in recorders:
         raise ValueError(f'{key} uses recorder "{recorder}", but the '
                          f'recorders are {recorders}')
+    validate('DistillLevel', spec, key)
     student_index, teacher_index = _parse_index(key, spec.get('index'))
     resize = spec.get('resize')
     if resize is not None and resize not in RESIZE_MODES:

@@ -17,7 +17,7 @@ from pcka_det.train import main as train_main
 COVERED = ('FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
            'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
            'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
-           'ConvConnector', 'ExportStudentHook')
+           'ConvConnector', 'ExportStudentHook', 'DistillLevel')
 # the toy pair's levels each loss type is put on (both necks are 128 wide)
 OTHER_LOSSES = dict(PKDLoss='pcka_p4', ChannelWiseDivergence='pcka_p5',
                     FeatureMSELoss='pcka_p6', CKALoss='cka_p3')
@@ -28,8 +28,10 @@ def config_body(values):
     PCKA config."""
     model = dict(values.get('FeatureDistiller', {}))
     losses = {}
-    if values.get('PatchCKALoss') or values.get('ConvConnector'):
-        losses['pcka_p3'] = dict(loss=dict(values.get('PatchCKALoss', {})))
+    if values.get('PatchCKALoss') or values.get('ConvConnector') or \
+            values.get('DistillLevel'):
+        losses['pcka_p3'] = dict(loss=dict(values.get('PatchCKALoss', {})),
+                                 **values.get('DistillLevel', {}))
         if 'ConvConnector' in values:
             losses['pcka_p3']['connector'] = {
                 'type': 'ConvConnector', 'in_channels': 128,
