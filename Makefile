@@ -11,7 +11,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
 
-.PHONY: install test demo study clean-demo
+.PHONY: install test test-fast demo study clean-demo
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): tools/install.sh setup.py
 
 test: install
 	$(PYTHON) -m pytest tests -q
+
+# The unit tests without the slow end-to-end runs (tests/unit): the inner loop.
+test-fast: install
+	$(PYTHON) -m pytest tests/unit -q -m "not slow"
 
 demo: install
 	$(PYTHON) tools/demo/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \

@@ -40,6 +40,23 @@ def mmdet_scope():
     yield
 
 
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """``[(path, figure)]``: every matplotlib figure saved during the test
+    (each is still written), so a test can read what a figure shows (its
+    axes' lines, bars, images) instead of the size of the file."""
+    from matplotlib.figure import Figure
+    saved = []
+    savefig = Figure.savefig
+
+    def record(fig, fname, *args, **kwargs):
+        saved.append((str(fname), fig))
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', record)
+    return saved
+
+
 # The toy distillation config the multi-process, resume and AMP tests train.
 TOY_DISTILL = osp.join(ROOT, 'configs', 'toy', 'pcka_retinanet_r18_thin-r18_toy.py')
 

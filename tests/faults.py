@@ -2,7 +2,7 @@
 tests: a kill (SIGKILL, as a pre-emption or the OOM killer does) at a
 chosen point, or a batch of inf.
 
-Imported before ``tools/train.py`` runs (see ``test_crash_safety.py``);
+Imported before ``tools/train.py`` runs (see ``e2e/test_crash_safety.py``);
 ``KILL_AT`` in the environment names the point:
 
 * ``write:<file>``: while ``torch.save`` or MMEngine's file backend

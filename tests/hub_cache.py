@@ -1,14 +1,12 @@
 """The session's :class:`pcka_det.testing.hub_cache.HubCache` as a pytest
 fixture: ``from hub_cache import hub_cache``."""
 import os
-import os.path as osp
 import shutil
 
 import pytest
+from conftest import ROOT
 
 from pcka_det.testing.hub_cache import HubCache
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # One cache for the whole session: every test module that imports the
 # fixture gets its own fixture definition (pytest keys session fixtures by

@@ -3,6 +3,7 @@ import json
 import os.path as osp
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TOY_DISTILL, toy_options
@@ -59,8 +60,36 @@ def test_patch_size_used_per_level_is_reported(capsys):
                               'on its 6x8, 12x16 maps')
 
 
+def _check_figure(fig, saved):
+    """The report's figure shows the numbers of its ``report.json``: per
+    student, the levels x metrics means and the teacher x student
+    cross-level CKA, as images and as the printed cell values."""
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert len(panels) == 2 * len(saved['students'])
+    ticks = ['pcka_p3 (patch 4)', 'pcka_p4 (patch 4)',
+             'pcka_p5 (patch 3 (loss 4))', 'pcka_p6 (patch 1 (loss 2))']
+    for label, data in saved['students'].items():
+        grid = [[data['levels'][n][m]['mean'] for m in cka_report.METRICS]
+                for n in saved['levels']]
+        cross = data['cross_level_cka']
+        for title, values, xticks, yticks in (
+                (f'{label}: similarity to the teacher', grid,
+                 list(cka_report.METRICS), ticks),
+                (f'{label}: CKA, teacher level (rows) x student level', cross,
+                 saved['levels'], saved['levels'])):
+            ax = panels[title]
+            [image] = ax.images
+            np.testing.assert_allclose(np.asarray(image.get_array()), values,
+                                       rtol=1e-12, atol=0, err_msg=title)
+            assert [t.get_text() for t in ax.texts] == [
+                f'{v:.2f}' for row in values for v in row], title
+            assert [t.get_text() for t in ax.get_xticklabels()] == xticks
+            assert [t.get_text() for t in ax.get_yticklabels()] == yticks
+
+
 @pytest.mark.slow
-def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt, capsys):
+def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt, capsys,
+                             saved_figures):
     from pcka_det.models import build_detector
     cfg = Config.fromfile(TOY_DISTILL)
     paths = []
@@ -97,7 +126,11 @@ def test_report_two_students(tmp_path, tiny_coco, toy_teacher_ckpt, capsys):
     assert 'pcka_p5: PCKA measured with patch 3 (loss 4)' in printed
     assert 'pcka_p6: PCKA measured with patch 1 (loss 2)' in printed
     assert saved['num_images'] == 4
-    assert (out / 'cka_report.png').stat().st_size > 10_000
+    # the figure, written once, shows what report.json holds
+    [(path, fig)] = saved_figures
+    assert path == str(out / 'cka_report.png')
+    assert (out / 'cka_report.png').is_file()
+    _check_figure(fig, saved)
     a, b = report['students']['a'], report['students']['a_distiller']
     assert a['levels'] == b['levels']  # same weights, two checkpoint forms
     for level in a['levels'].values():

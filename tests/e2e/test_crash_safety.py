@@ -22,7 +22,8 @@ from conftest import ROOT, TOY_DISTILL, toy_options
 from pcka_det.checkpoint import CorruptCheckpointError, read_checkpoint
 from pcka_det.export import export_student
 
-TESTS = osp.dirname(osp.abspath(__file__))
+# faults.py lives at the top of tests/, whatever folder this file is in
+TESTS = osp.join(ROOT, 'tests')
 
 
 def _options(tiny_coco, teacher, **extra):

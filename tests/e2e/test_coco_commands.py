@@ -259,7 +259,8 @@ def test_check_retina_reports_the_random_teacher(hub_cache, coco_root,
                                                  tmp_path):  # noqa: F811
     """``tools/check.py configs/pcka/retina_r101_r50.py`` offline: the
     cached teacher URL holds random weights, and the check says so (exit
-    1, the teacher verdict only); levels, one step and the recipe pass."""
+    1, the teacher's recall fails, its box AP far below the model zoo's is
+    a warning); levels, one step and the recipe pass."""
     hub_cache.fill([RETINA])
     out_json = tmp_path / 'check.json'
     out = run_tool([sys.executable, 'tools/check.py', RETINA,
@@ -270,8 +271,18 @@ def test_check_retina_reports_the_random_teacher(hub_cache, coco_root,
     print(out.stdout[out.stdout.index('pcka_det.check'):])  # README's table
     report = json.loads(out_json.read_text())
     status = {v['check']: v['status'] for v in report['verdicts']}
-    assert status == dict(levels='ok', teacher='FAIL', step='ok'), status
-    assert report['evaluation']['teacher']['recall'] == 0
+    assert status == {'levels': 'ok', 'teacher': 'FAIL',
+                      'teacher AP': 'WARN', 'step': 'ok'}, status
+    teacher = report['evaluation']['teacher']
+    assert teacher['recall'] == 0
+    published = teacher['published_box_ap']
+    assert published['box_ap'] > 30  # RetinaNet R101 2x on COCO val
+    [ap_message] = [v['message'] for v in report['verdicts']
+                    if v['check'] == 'teacher AP']
+    assert ap_message.startswith(
+        f'box AP {100 * teacher["metrics"]["coco/bbox_mAP"]:.1f} on '
+        f'{teacher["images"]} images, the model zoo lists '
+        f'{published["box_ap"]:.1f} for {published["model"]} on COCO val')
     assert report['training_scale']['size'] == [800, 1344]
     assert [lv['patches'] for lv in report['levels']] == [77, 24, 6, 2]
     assert report['recipe']['batch'].startswith('1 per GPU x 16 GPUs')

@@ -143,7 +143,7 @@ def test_schedule_and_student_init_in_a_real_run(tmp_path, tiny_coco,
 
 def test_schedule_continues_from_the_restored_step():
     """The factor is a function of the runner's step and epoch, which
-    ``--resume`` restores (tests/test_crash_safety.py)."""
+    ``--resume`` restores (tests/e2e/test_crash_safety.py)."""
 
     class Runner:
         def __init__(self, it, epoch):
