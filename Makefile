@@ -19,12 +19,19 @@ $(STAMP): tools/install.sh setup.py
 	bash tools/install.sh
 	touch $@
 
+# The suite runs in JOBS pytest processes (pytest-xdist), one torch thread
+# each, a test file per process at a time (module fixtures run once):
+# `make test JOBS=1` runs it in one process.
+JOBS ?= 2
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest \
+	$(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
+
 test: install
-	$(PYTHON) -m pytest tests -q
+	$(PYTEST) tests -q
 
 # The unit tests without the slow end-to-end runs (tests/unit): the inner loop.
 test-fast: install
-	$(PYTHON) -m pytest tests/unit -q -m "not slow"
+	$(PYTEST) tests/unit -q -m "not slow"
 
 demo: install
 	$(PYTHON) tools/demo/demo.py $(if $(DETECTOR),--detector $(DETECTOR)) \

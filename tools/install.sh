@@ -58,8 +58,9 @@ if ! have "$MMCV_CHECK"; then
   have "$MMCV_CHECK" || build_mmcv --force-reinstall --no-deps --no-cache-dir
 fi
 
-have "import mmengine, mmdet, pycocotools, pytest, matplotlib; assert mmengine.__version__ == '0.10.7' and mmdet.__version__ == '3.3.0'" \
-  || $PIP install mmengine==0.10.7 mmdet==3.3.0 pycocotools pytest matplotlib
+# pytest-xdist: `make test` runs the suite in two processes (one per core)
+have "import mmengine, mmdet, pycocotools, pytest, xdist, matplotlib; assert mmengine.__version__ == '0.10.7' and mmdet.__version__ == '3.3.0'" \
+  || $PIP install mmengine==0.10.7 mmdet==3.3.0 pycocotools pytest pytest-xdist matplotlib
 
 # The optional mmrazor extra, so the interop tests run too; joblib and
 # ordered-set are imported by mmrazor 1.0.0 but not all declared.
