@@ -54,6 +54,7 @@ from .rng import rng_state, set_rng_state
 from .engine.runner import unscaled_batch
 from .fileio import atomic_write_text
 from .models import FeatureDistiller, get_module, head_num_classes
+from .options import command_contract, parse_command
 
 # A level's distillation loss divided by the detection loss, at the first
 # step, outside which the check fails. 1 means the level pulls as hard as
@@ -762,20 +763,8 @@ def _strict_json(obj):
     return obj
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f'must be an integer >= 1 (the GPUs of the real run), got '
-            f'{text!r}')
-    return value
-
-
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The check's flags."""
     parser = argparse.ArgumentParser(
         description='Check a (distillation) training config before '
         'training: recipe, teacher quality, one step, cost.')
@@ -785,7 +774,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'the student on, at least (whole batches; 0: skip)')
     parser.add_argument('--iters', type=int, default=3,
                         help='iterations timed per cost row (0: skip)')
-    parser.add_argument('--gpus', type=_positive_int, default=None,
+    parser.add_argument('--gpus', type=int, default=None,
                         help='GPUs of the real run (default: from '
                         'auto_scale_lr.base_batch_size, else 1)')
     parser.add_argument('--device', default=None,
@@ -794,7 +783,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as tools/train.py does')
-    return parser.parse_args(argv)
+    return parser
+
+
+CONTRACT = command_contract(
+    'pcka_det.check', build_parser(),
+    'Check a training config before training (tools/check.py): recipe, '
+    'teacher quality, one step, cost; exit 1 on a FAIL.',
+    bounds={'--num-images': (0, None), '--iters': (0, None),
+            '--gpus': (1, None)})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return parse_command(build_parser(), 'pcka_det.check', argv)
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .cpu_distributed import allow_cpu_distributed
 from .config_paths import resolve_config_path
-from .options import OptionError, validate_config
+from .options import OptionError, parse_command, validate_config
 
 # Top-level variables our configs copy into ``model`` (``teacher_ckpt =
 # URL`` then ``model = dict(teacher_ckpt=teacher_ckpt)``): changing the
@@ -140,13 +140,17 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--local_rank', '--local-rank', type=int, default=0,
+        help='set by torch.distributed.launch (torchrun sets LOCAL_RANK '
+        'instead)')
 
 
-def parse_runtime_args(parser: argparse.ArgumentParser,
+def parse_runtime_args(parser: argparse.ArgumentParser, command: str,
                        argv: Optional[list] = None) -> argparse.Namespace:
-    """Parse, and export ``LOCAL_RANK`` as torch.distributed.launch does."""
-    args = parser.parse_args(argv)
+    """Parse and check the flags against ``command``'s contract, and
+    export ``LOCAL_RANK`` as torch.distributed.launch does."""
+    args = parse_command(parser, command, argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

@@ -46,6 +46,7 @@ from .fileio import atomic_write_text
 from .losses.patch_cka import patch_count
 from .config_paths import resolve_config_path
 from .models import build_detector, head_num_classes
+from .options import Rule, command_contract, parse_command
 
 # The paper's configs distil FPN outputs 0-3.
 MAX_LEVELS = 4
@@ -446,21 +447,8 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     return p
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (a weight of 0 distils
-    nothing)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float('nan')
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f'must be a number > 0, got {text!r} (a weight of 0 would '
-            'write a config that distils nothing)')
-    return value
-
-
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """new_config's flags."""
     parser = argparse.ArgumentParser(
         description='Write a PCKA distillation config for a teacher and a '
         'student mmdet config.')
@@ -470,13 +458,36 @@ def main(argv=None) -> int:
     parser.add_argument('--student', required=True, help='student config')
     parser.add_argument('-o', '--out', required=True,
                         help='the config to write')
-    parser.add_argument('--weight', type=_positive_float, default=None,
+    parser.add_argument('--weight', type=float, default=None,
                         help='intra (and, two-stage, inter) weight; '
                         'default the paper\'s 10')
-    parser.add_argument('--max-levels', type=int, default=MAX_LEVELS)
+    parser.add_argument('--max-levels', type=int, default=MAX_LEVELS,
+                        help='pair at most this many levels, the finest '
+                        'first')
     parser.add_argument('--force', action='store_true',
                         help='overwrite --out if it exists')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _weight_above_zero(values: Dict) -> Optional[str]:
+    weight = values['--weight']
+    if weight is not None and not weight > 0:
+        return (f'--weight = {weight!r}: a weight of 0 or less writes a '
+                'config that distils nothing (or pushes the student away)')
+    return None
+
+
+CONTRACT = command_contract(
+    'pcka_det.new_config', build_parser(),
+    'Write a PCKA distillation config for a teacher and a student config.',
+    bounds={'--max-levels': (1, None)},
+    rules=(Rule('weight-above-zero', 'the weight must be > 0',
+                _weight_above_zero),))
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parse_command(parser, 'pcka_det.new_config', argv)
     if osp.exists(args.out) and not args.force:
         sys.exit(f'{args.out} exists; pass --force to overwrite it.')
     argv = sys.argv[1:] if argv is None else argv

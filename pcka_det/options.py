@@ -25,6 +25,7 @@ Example:
     ...
     pcka_det.options.OptionError: DistillLossScheduleHook.min_factor = 1.5: ...
 """
+import argparse
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -193,12 +194,13 @@ def validate(component: str, values: Dict[str, Any],
     full = {}
     for name, option in known.items():
         value = values.get(name, option.default)
+        key = f'{where} {name}' if name.startswith('-') else f'{where}.{name}'
         if value is REQUIRED:
-            raise OptionError(f'{where}.{name} is required: {option.doc}')
+            raise OptionError(f'{key} is required: {option.doc}')
         problem = option.check(value)
         if problem:
             raise OptionError(
-                f'{where}.{name} = {value!r}: {problem} '
+                f'{key} = {value!r}: {problem} '
                 f'(allowed: {option.allowed()}; {component}: {option.doc}).')
         full[name] = value
     for rule in contract.rules:
@@ -255,3 +257,99 @@ def validate_config(cfg: dict) -> int:
         validate('DistillRunner', own, 'config')
         checked += 1
     return checked
+
+
+# The commands users type: each declares its flags with
+# :func:`command_contract` when imported (the reference imports them all).
+COMMANDS = ('pcka_det.train', 'pcka_det.test', 'pcka_det.check',
+            'pcka_det.new_config', 'pcka_det.export')
+
+
+def _flag_actions(parser: argparse.ArgumentParser):
+    return [a for a in parser._actions
+            if not isinstance(a, argparse._HelpAction)]
+
+
+def _flag(action: argparse.Action) -> str:
+    longs = [s for s in action.option_strings if s.startswith('--')]
+    return (longs or action.option_strings or [action.dest])[0]
+
+
+def _flag_kind(action: argparse.Action) -> str:
+    if isinstance(action, (argparse._StoreTrueAction,
+                           argparse._StoreFalseAction)):
+        return 'bool'
+    if type(action).__name__ == 'DictAction':  # MMEngine's --cfg-options
+        return 'dict'
+    if action.nargs in ('+', '*') or isinstance(action.nargs, int):
+        return 'list'
+    return {int: 'int', float: 'float'}.get(action.type, 'str')
+
+
+def command_contract(command: str, parser: argparse.ArgumentParser,
+                     doc: str, bounds: Optional[Dict[str, Tuple]] = None,
+                     rules: Tuple[Rule, ...] = ()) -> Contract:
+    """Declare the flags of a command from its argparse parser: argparse
+    already holds each flag's type, choices, default and help; ``bounds``
+    adds the ranges argparse cannot state, ``rules`` the rules between
+    flags. :func:`parse_command` then checks them after parsing.
+
+    Args:
+        command (str): The command's module (``pcka_det.train``).
+        parser (ArgumentParser): Its parser.
+        doc (str): One line: what the command does.
+        bounds (dict, optional): ``{flag: (low, high)}``, inclusive, either
+            None for unbounded.
+        rules (tuple[Rule]): Rules between flags (``values`` keyed by flag).
+
+    Returns:
+        Contract: Registered under ``command``.
+
+    Raises:
+        ValueError: A flag without a help line (its documentation) or a
+            bound on a flag the parser does not have.
+    """
+    bounds = dict(bounds or {})
+    options = []
+    for action in _flag_actions(parser):
+        name = _flag(action)
+        if not action.help or action.help == argparse.SUPPRESS:
+            raise ValueError(f'{command}: {name} has no help line; every '
+                             'flag is documented in docs/options.md')
+        low, high = bounds.pop(name, (None, None))
+        required = action.required or (not action.option_strings
+                                        and action.nargs is None)
+        options.append(Option(
+            name, _flag_kind(action),
+            REQUIRED if required else action.default,
+            ' '.join(action.help.split()),
+            choices=tuple(action.choices) if action.choices else None,
+            low=low, high=high,
+            nullable=not required and action.default is None))
+    if bounds:
+        raise ValueError(f'{command}: no flag {sorted(bounds)}')
+    return declare(Contract(
+        command, f'python -m {command}', doc, tuple(options), rules))
+
+
+def parse_command(parser: argparse.ArgumentParser, command: str,
+                  argv=None) -> argparse.Namespace:
+    """Parse ``argv`` and check the flags against ``command``'s contract;
+    a refused value ends the command as argparse does (usage, the message,
+    exit status 2), before anything is loaded.
+
+    Args:
+        parser (ArgumentParser): The command's parser.
+        command (str): The name its contract is declared under.
+        argv (list, optional): Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Namespace: The parsed flags.
+    """
+    args = parser.parse_args(argv)
+    values = {_flag(a): getattr(args, a.dest) for a in _flag_actions(parser)}
+    try:
+        validate(command, values, where=command)
+    except OptionError as e:
+        parser.error(str(e))
+    return args

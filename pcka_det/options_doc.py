@@ -6,15 +6,34 @@ Example:
     python -m pcka_det.options_doc --write    # write docs/options.md
 """
 import argparse
+import importlib
 import os.path as osp
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
-from .options import CONTRACTS, REQUIRED
+from .options import COMMANDS, CONTRACTS, REQUIRED, Contract
+
+
+def _section(c: Contract, title: str, where: str = 'Set in') -> List[str]:
+    lines = ['', title, '', f'{c.doc} {where}: `{c.where}`.', '',
+             '| option | allowed | default | meaning |', '|---|---|---|---|']
+    for o in c.options:
+        default = 'required' if o.default is REQUIRED else \
+            f'`{o.default!r}`'
+        lines.append(f'| `{o.name}` | {o.allowed()} | {default} | '
+                     f'{o.doc} |')
+    if c.rules or c.run_rules:
+        lines += ['', 'Rules:', '']
+        lines += [f'- `{r.name}`: {r.doc}' for r in c.rules]
+        lines += [f'- `{n}` (at run): {d}' for n, d in c.run_rules]
+    return lines
 
 
 def markdown() -> str:
-    """The options reference, generated from the contracts."""
+    """The options reference, generated from the contracts (the
+    commands' modules are imported: they declare their flags)."""
+    for module in COMMANDS:
+        importlib.import_module(module)
     lines = [
         '# Options reference',
         '',
@@ -27,20 +46,15 @@ def markdown() -> str:
         '(before the',
         'first step).',
     ]
-    for name in sorted(CONTRACTS):
-        c = CONTRACTS[name]
-        lines += ['', f'## `{name}`', '', f'{c.doc} Set in: `{c.where}`.',
-                  '', '| option | allowed | default | meaning |',
-                  '|---|---|---|---|']
-        for o in c.options:
-            default = 'required' if o.default is REQUIRED else \
-                f'`{o.default!r}`'
-            lines.append(f'| `{o.name}` | {o.allowed()} | {default} | '
-                         f'{o.doc} |')
-        if c.rules or c.run_rules:
-            lines += ['', 'Rules:', '']
-            lines += [f'- `{r.name}`: {r.doc}' for r in c.rules]
-            lines += [f'- `{n}` (at run): {d}' for n, d in c.run_rules]
+    for name in sorted(set(CONTRACTS) - set(COMMANDS)):
+        lines += _section(CONTRACTS[name], f'## `{name}`')
+    lines += ['', '# Command-line flags', '',
+              'Each command checks its flags after parsing, before loading '
+              'anything;', 'a refused value ends it as argparse does '
+              '(usage, the reason, exit status 2).']
+    for name in COMMANDS:
+        lines += _section(CONTRACTS[name], f'## `python -m {name}`',
+                          'Run as')
     return '\n'.join(lines) + '\n'
 
 

@@ -18,9 +18,11 @@ from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from .datasets import validate_dataloaders
 from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
+from .options import command_contract
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """mmdet's tools/test.py flags."""
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -41,7 +43,18 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     add_runtime_args(parser)
-    return parse_runtime_args(parser, argv)
+    return parser
+
+
+CONTRACT = command_contract(
+    'pcka_det.test', build_parser(),
+    'Test a detector, or a distiller\'s student, on the test set '
+    '(tools/test.py); loads the checkpoint strictly.',
+    bounds={'--wait-time': (0, None)})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return parse_runtime_args(build_parser(), 'pcka_det.test', argv)
 
 
 def main(argv=None):

@@ -13,9 +13,11 @@ from typing import Optional
 
 from .datasets import validate_dataloaders
 from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
+from .options import command_contract
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """mmdet's tools/train.py flags."""
     parser = argparse.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -37,7 +39,16 @@ def parse_args(argv=None):
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
     add_runtime_args(parser)
-    return parse_runtime_args(parser, argv)
+    return parser
+
+
+CONTRACT = command_contract(
+    'pcka_det.train', build_parser(),
+    'Train a detector or a distiller (tools/train.py).')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return parse_runtime_args(build_parser(), 'pcka_det.train', argv)
 
 
 def build_runner(config: str,

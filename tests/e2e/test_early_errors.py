@@ -43,7 +43,8 @@ def test_check_with_zero_gpus(capsys):
     with pytest.raises(SystemExit) as e:
         check_main([TOY_DISTILL, '--gpus', '0'])
     assert e.value.code == 2
-    assert "--gpus: must be an integer >= 1" in capsys.readouterr().err
+    assert "pcka_det.check --gpus = 0: must be >= 1" in \
+        capsys.readouterr().err
 
 
 def test_distiller_config_given_as_the_student(tmp_path, tiny_coco,
@@ -74,7 +75,8 @@ def test_new_config_weight_zero(tmp_path, capsys):
                          'pcka_det::toy/retinanet_thin-r18_toy.py', '-o',
                          str(tmp_path / 'x.py'), '--weight', '0'])
     assert e.value.code == 2
-    assert '--weight: must be a number > 0' in capsys.readouterr().err
+    assert ('--weight = 0.0: a weight of 0 or less writes a config that '
+            'distils nothing') in capsys.readouterr().err
     assert not (tmp_path / 'x.py').exists()
 
 

@@ -118,3 +118,76 @@ def test_messages_name_key_value_rule_and_fix():
         validate('NonFiniteGuardHook', dict(max_streak=3))
     with pytest.raises(OptionError, match='rule "trains-something"'):
         MODELS.build(dict(type='PatchCKALoss', intra_weight=0.0))
+
+
+# --- the commands' flags -------------------------------------------------
+
+# the least each command needs before its flags are checked: nothing is
+# read (the paths need not exist), the flags are refused first
+BASE_ARGV = {
+    'pcka_det.train': ['config.py'],
+    'pcka_det.test': ['config.py', 'model.pth'],
+    'pcka_det.check': ['config.py'],
+    'pcka_det.new_config': ['--teacher', 't.py', '--teacher-ckpt', 't.pth',
+                            '--student', 's.py', '-o', 'never_written.py'],
+    'pcka_det.export': ['in.pth', 'never_written.pth'],
+}
+
+
+def _command(name):
+    import importlib
+    return importlib.import_module(name)
+
+
+def test_every_command_flag_is_declared():
+    from pcka_det.options import COMMANDS
+    assert set(BASE_ARGV) == set(COMMANDS)
+    for name in COMMANDS:
+        parser = _command(name).build_parser()
+        flags = [a for a in parser._actions if a.dest != 'help']
+        declared = CONTRACTS[name].options
+        assert len(declared) == len(flags), name
+        for action, option in zip(flags, declared):
+            assert option.name in action.option_strings or \
+                option.name == action.dest, (name, option.name)
+            assert option.doc, (name, option.name)
+
+
+def test_a_flag_without_help_is_refused():
+    import argparse
+
+    from pcka_det.options import command_contract
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--level', type=int, default=1)
+    with pytest.raises(ValueError, match='--level has no help line'):
+        command_contract('pcka_det.nothing', parser, 'A test command.')
+    assert 'pcka_det.nothing' not in CONTRACTS
+
+
+def _refusals():
+    from pcka_det.options import COMMANDS
+    for name in COMMANDS:
+        _command(name)
+        for option in CONTRACTS[name].options:
+            value = option.refused_example()
+            if value is not None and option.kind in ('int', 'float', 'str'):
+                yield name, option.name, value
+    yield 'pcka_det.new_config', '--weight', 0.0  # rule weight-above-zero
+    yield 'pcka_det.new_config', '--weight', float('nan')
+
+
+@pytest.mark.parametrize('command, flag, value', list(_refusals()))
+def test_command_refuses_before_loading_anything(command, flag, value,
+                                                 capsys, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        _command(command).main(BASE_ARGV[command] + [flag, str(value)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    if CONTRACTS[command].option(flag).choices:  # argparse's own refusal
+        assert f'argument {flag}' in err and 'invalid choice' in err
+    else:
+        assert f'{command} {flag} = {value!r}' in err or \
+            f'{flag} = {value!r}' in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
