@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from .cpu_distributed import allow_cpu_distributed
 from .config_paths import resolve_config_path
-from .options import OptionError, parse_command, validate_config
+from .options import OptionError, Rule, parse_command, validate_config
 
 # Top-level variables our configs copy into ``model`` (``teacher_ckpt =
 # URL`` then ``model = dict(teacher_ckpt=teacher_ckpt)``): changing the
@@ -125,6 +125,35 @@ def prepare_cfg(config: str,
                 find_unused_parameters=cfg.get('find_unused_parameters',
                                                False))
     return cfg
+
+
+# What each launcher reads from the environment (MMEngine's init_dist), and
+# what sets it
+LAUNCHER_ENV = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'torchrun (tools/dist_train.sh)'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+              'srun (tools/slurm_train.sh)'),
+    'mpi': (('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK',
+             'OMPI_COMM_WORLD_SIZE'), 'Open MPI\'s mpirun'),
+}
+
+
+def _launcher_environment(values: dict) -> Optional[str]:
+    launcher = values['--launcher']
+    names, starter = LAUNCHER_ENV.get(launcher, ((), ''))
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        return (f'--launcher {launcher} needs {", ".join(missing)} in the '
+                f'environment, which {starter} sets: start the command '
+                'through it, or drop --launcher for one process')
+    return None
+
+
+LAUNCHER_RULE = Rule(
+    'launcher-environment', 'a launcher other than none needs the '
+    'variables its starter sets (torchrun, srun, mpirun); refused before '
+    'the config is read, not a KeyError in MMEngine', _launcher_environment)
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from mmengine.registry import RUNNERS
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from .datasets import validate_dataloaders
-from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
+from .cli import (LAUNCHER_RULE, add_runtime_args, parse_runtime_args,
+                  prepare_cfg)
 from .options import command_contract
 
 
@@ -50,7 +51,7 @@ CONTRACT = command_contract(
     'pcka_det.test', build_parser(),
     'Test a detector, or a distiller\'s student, on the test set '
     '(tools/test.py); loads the checkpoint strictly.',
-    bounds={'--wait-time': (0, None)})
+    bounds={'--wait-time': (0, None)}, rules=(LAUNCHER_RULE, ))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

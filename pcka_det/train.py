@@ -12,7 +12,8 @@ import sys
 from typing import Optional
 
 from .datasets import validate_dataloaders
-from .cli import add_runtime_args, parse_runtime_args, prepare_cfg
+from .cli import (LAUNCHER_RULE, add_runtime_args, parse_runtime_args,
+                  prepare_cfg)
 from .options import command_contract
 
 
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 CONTRACT = command_contract(
     'pcka_det.train', build_parser(),
-    'Train a detector or a distiller (tools/train.py).')
+    'Train a detector or a distiller (tools/train.py).',
+    rules=(LAUNCHER_RULE, ))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -191,3 +191,19 @@ def test_command_refuses_before_loading_anything(command, flag, value,
         assert f'{command} {flag} = {value!r}' in err or \
             f'{flag} = {value!r}' in err, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize('command', ['pcka_det.train', 'pcka_det.test'])
+@pytest.mark.parametrize('launcher', ['pytorch', 'slurm', 'mpi'])
+def test_launcher_without_its_starter_is_refused(command, launcher, capsys,
+                                                 monkeypatch):
+    # was: KeyError: 'RANK' (or 'SLURM_PROCID') deep in MMEngine's init_dist
+    from pcka_det.cli import LAUNCHER_ENV
+    for name in LAUNCHER_ENV[launcher][0]:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as e:
+        _command(command).main(BASE_ARGV[command] + ['--launcher', launcher])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f'--launcher {launcher} needs {LAUNCHER_ENV[launcher][0][0]}' in err
+    assert 'rule "launcher-environment"' in err
