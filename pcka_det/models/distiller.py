@@ -14,7 +14,8 @@ from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
 from ..options import REQUIRED, Contract, Option, declare, validate
 from .builder import build_detector
 from .levels import DistillLevel, FeaturePairs, parse_levels
-from .recorders import ModuleOutputRecorder, get_module, recording
+from .recorders import (ModuleOutputRecorder, get_module, recorder_sources,
+                        recording)
 from .teacher import TEACHER_DTYPES, FrozenTeacher
 from .teacher_inputs import TeacherInputs
 
@@ -185,21 +186,13 @@ class FeatureDistiller(BaseModel):
     def _build_recorders(self, cfg: dict) -> None:
         self.student_recorders: Dict[str, ModuleOutputRecorder] = {}
         self.teacher_recorders: Dict[str, ModuleOutputRecorder] = {}
-        for name, source in cfg.items():
-            if isinstance(source, str):
-                source = dict(student=source, teacher=source)
-            unknown = sorted(set(source) - {'student', 'teacher',
-                                            'per_call'})
-            if unknown or not {'student', 'teacher'} <= set(source):
-                raise ValueError(
-                    f'recorders.{name} must be a module path or dict('
-                    'student=<path>, teacher=<path>[, per_call=True]); got '
-                    f'{source!r}.')
+        for name, entry in cfg.items():
+            source = recorder_sources(name, entry)
             for side, model, table in (
                     ('student', self.student, self.student_recorders),
                     ('teacher', self.teacher, self.teacher_recorders)):
                 recorder = ModuleOutputRecorder(
-                    source[side], per_call=bool(source.get('per_call')))
+                    source[side], per_call=source['per_call'])
                 recorder.attach(model, owner=side)
                 table[name] = recorder
 

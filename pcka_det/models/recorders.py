@@ -5,6 +5,47 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
+from ..options import (REQUIRED, Contract, Option, OptionError, declare,
+                       validate)
+
+CONTRACT = declare(Contract(
+    'Recorder', 'model.recorders.<name>',
+    'What a recorder records on each model (no type key: each entry of '
+    'recorders is one; a string is the same path on both sides).',
+    options=(
+        Option('student', 'str', REQUIRED, 'dotted module path on the '
+               'student (neck, backbone.layer3, bbox_head.cls_convs.1)'),
+        Option('teacher', 'str', REQUIRED, 'dotted module path on the '
+               'teacher'),
+        Option('per_call', 'bool', False, 'keep every call\'s output (a '
+               'head module shared across FPN levels; index = the call)'),
+    )))
+
+
+def recorder_sources(name: str, entry: Union[str, dict]) -> dict:
+    """A ``recorders`` entry, checked against its contract.
+
+    Args:
+        name (str): Its key in ``model.recorders``.
+        entry (str | dict): A module path for both sides, or
+            ``dict(student=, teacher=[, per_call=])``.
+
+    Returns:
+        dict: ``student``, ``teacher`` and ``per_call``.
+
+    Raises:
+        OptionError: Naming ``model.recorders.<name>``.
+    """
+    if isinstance(entry, str):
+        entry = dict(student=entry, teacher=entry)
+    where = f'model.recorders.{name}'
+    if not isinstance(entry, dict):
+        raise OptionError(
+            f'{where} = {entry!r}: must be a module path or dict('
+            'student=<path>, teacher=<path>[, per_call=True]) '
+            '(docs/options.md)')
+    return validate('Recorder', dict(entry), where)
+
 
 def get_module(model: nn.Module, path: str, owner: str = 'model',
                what: str = 'Recorder source') -> nn.Module:

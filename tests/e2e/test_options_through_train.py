@@ -17,7 +17,7 @@ from pcka_det.train import main as train_main
 COVERED = ('FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
            'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
            'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
-           'ConvConnector', 'ExportStudentHook', 'DistillLevel')
+           'ConvConnector', 'ExportStudentHook', 'DistillLevel', 'Recorder')
 # the toy pair's levels each loss type is put on (both necks are 128 wide)
 OTHER_LOSSES = dict(PKDLoss='pcka_p4', ChannelWiseDivergence='pcka_p5',
                     FeatureMSELoss='pcka_p6', CKALoss='cka_p3')
@@ -46,6 +46,9 @@ def config_body(values):
                                                **values[loss]))
     if losses:
         model['distill_losses'] = losses
+    if 'Recorder' in values:  # the toy config's one recorder
+        model['recorders'] = dict(fpn=dict(student='neck', teacher='neck',
+                                           **values['Recorder']))
     if 'ExportStudentHook' in values:
         lines_export = dict(export_student=values['ExportStudentHook'])
     else:

@@ -18,7 +18,8 @@ from pcka_det.options_doc import markdown
 DECLARED = {'FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
             'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
             'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
-            'ConvConnector', 'ExportStudentHook', 'DistillLevel'}
+            'ConvConnector', 'ExportStudentHook', 'DistillLevel',
+            'Recorder'}
 
 
 # registered by pcka_det without a contract of their own: they take the
@@ -74,6 +75,14 @@ def test_contract_names_every_argument(name):
     if name == 'DistillLevel':  # a distill_losses entry: no class
         from pcka_det.models.levels import SPEC_KEYS
         assert tuple(o.name for o in contract.options) == SPEC_KEYS
+        return
+    if name == 'Recorder':  # a recorders entry: no class of its own
+        from pcka_det.models.recorders import ModuleOutputRecorder
+        params = list(inspect.signature(
+            ModuleOutputRecorder.__init__).parameters)
+        assert params == ['self', 'source', 'per_call']
+        assert [o.name for o in contract.options] == [
+            'student', 'teacher', 'per_call']
         return
     params = [p for p in inspect.signature(
         _component(name).__init__).parameters if p != 'self']

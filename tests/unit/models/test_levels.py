@@ -134,5 +134,13 @@ def test_record_names_the_level_of_a_bad_index():
 
 
 def test_recorders_spec_refused_with_the_forms():
-    with pytest.raises(ValueError, match='recorders.neck must be'):
+    with pytest.raises(ValueError, match='model.recorders.neck.teacher is '
+                       'required'):
         distiller(recorders=dict(neck=dict(student='neck')))
+    with pytest.raises(ValueError, match=r"model.recorders.neck: Recorder "
+                       r"has no option \['per_level'\]"):
+        distiller(recorders=dict(neck=dict(student='neck', teacher='neck',
+                                           per_level=True)))
+    with pytest.raises(ValueError, match="model.recorders.neck = 3: must be "
+                       "a module path or dict"):
+        distiller(recorders=dict(neck=3))
