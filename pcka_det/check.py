@@ -53,7 +53,8 @@ from .evaluation import evaluate, ground_truth, published_box_ap
 from .rng import rng_state, set_rng_state
 from .engine.runner import unscaled_batch
 from .fileio import atomic_write_text
-from .models import FeatureDistiller, get_module, head_num_classes
+from .models import (FeatureDistiller, get_module, head_num_classes,
+                     smaller_teacher_warning)
 from .options import command_contract, parse_command
 
 # A level's distillation loss divided by the detection loss, at the first
@@ -256,15 +257,11 @@ def check_teacher(report: Report, cfg: Config, model: nn.Module,
                 'the checkpoint is for another dataset, or the teacher '
                 'config\'s num_classes / the dataset\'s metainfo.classes is '
                 'wrong.')
-        sizes = [sum(p.numel() for p in m.parameters())
-                 for m in (model.teacher, model.student)]
-        if sizes[0] < sizes[1]:
-            report.verdict(
-                'teacher size', WARN,
-                f'the teacher has {sizes[0]:,} parameters, fewer than the '
-                f'student\'s {sizes[1]:,}: are teacher and student swapped '
-                '(model.teacher / model.student)? Distilling a smaller '
-                'network into a larger one rarely helps.')
+        swapped = smaller_teacher_warning(model.teacher, model.student)
+        if swapped:
+            report.verdict('teacher size', WARN,
+                           swapped.replace('swapped?', 'swapped '
+                                           '(model.teacher / model.student)?'))
         names = model.frozen_teacher.checkpoint_classes
         if names is not None and list(names) != list(classes):
             differ = [(i, a, b) for i, (a, b) in enumerate(

@@ -45,7 +45,7 @@ from .datasets import padded_training_scale
 from .fileio import atomic_write_text
 from .losses.patch_cka import patch_count
 from .config_paths import resolve_config_path
-from .models import build_detector, head_num_classes
+from .models import build_detector, head_num_classes, smaller_teacher_warning
 from .options import Rule, command_contract, parse_command
 
 # The paper's configs distil FPN outputs 0-3.
@@ -258,6 +258,8 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
     ]
     for stride, reason in p['dropped']:
         lines.append(f'#   Not distilled: stride {stride} ({reason}).')
+    for warning in p.get('warnings', ()):
+        lines.append(f'# WARN: {warning}')
     lines.append(
         f'# Patches: per level the largest of {list(PATCH_SIZES)} cells (16 '
         'is the paper\'s) leaving >= 2 patches at the student\'s training '
@@ -429,6 +431,8 @@ def new_config(teacher: str, teacher_ckpt: str, student: str, out: str,
     size, source = padded_training_scale(student_cfg,
                                          s_model.data_preprocessor)
     p = plan(t_model, s_model, size, weight, max_levels)
+    swapped = smaller_teacher_warning(t_model, s_model)
+    p['warnings'] = [f'{swapped} (--teacher / --student)'] if swapped else []
     imports = list((student_cfg.get('custom_imports') or {}).get(
         'imports', []))
     imports = [i for i in imports if i != 'pcka_det']
@@ -497,6 +501,8 @@ def main(argv=None) -> int:
                        args.out, args.weight, args.max_levels, command)
     except PairingError as e:
         sys.exit(f'Cannot pair these detectors: {e}')
+    for warning in p['warnings']:
+        print(f'WARN: {warning}', file=sys.stderr)
     print(f'Wrote {args.out}: {len(p["levels"])} levels (strides '
           + ', '.join(str(lv['stride']) for lv in p['levels'])
           + '). Check it: '

@@ -1,4 +1,4 @@
-from .builder import build_detector, load_model_cfg
+from .builder import build_detector, load_model_cfg, smaller_teacher_warning
 from .connectors import ConvConnector
 from .distiller import FeatureDistiller
 from .levels import DistillLevel, loss_key, parse_level, parse_levels
@@ -10,6 +10,7 @@ from .wrappers import unwrap_model
 
 __all__ = [
     'build_detector', 'head_num_classes', 'load_model_cfg', 'unwrap_model',
+    'smaller_teacher_warning',
     'ConvConnector', 'FeatureDistiller', 'DistillLevel', 'loss_key',
     'parse_level', 'parse_levels', 'FrozenTeacher',
     'load_teacher_checkpoint',

@@ -1,6 +1,6 @@
 """Build a detector from an inline dict or a reference to a config file."""
 import copy
-from typing import Union
+from typing import Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from torch import nn
@@ -51,3 +51,24 @@ def build_detector(spec: Union[dict, ConfigDict]) -> nn.Module:
         nn.Module: The detector.
     """
     return MODELS.build(load_model_cfg(spec))
+
+
+def smaller_teacher_warning(teacher: nn.Module,
+                            student: nn.Module) -> Optional[str]:
+    """Why a pair looks swapped: the teacher has fewer parameters than the
+    student (``new_config``, ``check`` and the run's log say it).
+
+    Args:
+        teacher (nn.Module): The teacher detector.
+        student (nn.Module): The student detector.
+
+    Returns:
+        str, optional: The warning with both counts, or None.
+    """
+    sizes = [sum(p.numel() for p in m.parameters())
+             for m in (teacher, student)]
+    if sizes[0] >= sizes[1]:
+        return None
+    return (f'the teacher has {sizes[0]:,} parameters, fewer than the '
+            f'student\'s {sizes[1]:,}: are teacher and student swapped? '
+            'Distilling a smaller network into a larger one rarely helps.')

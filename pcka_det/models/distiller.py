@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 from ..checkpoint import load_weights
 from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
 from ..options import REQUIRED, Contract, Option, declare, validate
-from .builder import build_detector
+from .builder import build_detector, smaller_teacher_warning
 from .levels import DistillLevel, FeaturePairs, parse_levels
 from .recorders import (ModuleOutputRecorder, get_module, recorder_sources,
                         recording)
@@ -162,6 +162,10 @@ class FeatureDistiller(BaseModel):
             dtype=teacher_dtype, channels_last=teacher_channels_last,
             allow_random=allow_random_teacher)
         self.teacher_ckpt = teacher_ckpt
+        swapped = smaller_teacher_warning(self.teacher, student_model)
+        if swapped:  # in the run's log, once
+            MMLogger.get_current_instance().warning(
+                f'Teacher size: {swapped} (model.teacher / model.student)')
 
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f'nonfinite must be one of {NONFINITE_POLICIES}, '

@@ -47,3 +47,36 @@ def test_self_distillation_is_named_not_given_a_weight(self_distillation):
     # no "raise it" per level: the loss is 0 by construction
     assert not [v for k, v in found.items() if k.startswith('step pcka')
                 and v['status'] == FAIL]
+
+
+def test_new_config_warns_on_a_swapped_pair(tmp_path, capsys):
+    from pcka_det.new_config import main as new_config_main
+    out = tmp_path / 'swapped.py'
+    assert new_config_main(['--teacher', THIN, '--teacher-ckpt', 't.pth',
+                            '--student', R18, '-o', str(out)]) == 0
+    err = capsys.readouterr().err
+    assert 'WARN: the teacher has' in err
+    assert 'are teacher and student swapped? ' in err
+    assert '(--teacher / --student)' in err
+    assert '# WARN: the teacher has' in out.read_text()
+    # the right way round: no warning
+    assert new_config_main(['--teacher', R18, '--teacher-ckpt', 't.pth',
+                            '--student', THIN, '-o', str(out),
+                            '--force']) == 0
+    assert 'WARN' not in capsys.readouterr().err
+    assert 'WARN' not in out.read_text()
+
+
+def test_run_log_names_a_swapped_pair(tmp_path):
+    from mmengine.logging import MMLogger
+
+    from conftest import load_distill_cfg
+    from mmdet.registry import MODELS
+    log = tmp_path / 'run.log'
+    MMLogger.get_instance('swapped_pair_run', log_file=str(log))
+    cfg = load_distill_cfg(TOY_DISTILL)
+    cfg.model.teacher.cfg_path, cfg.model.student.cfg_path = THIN, R18
+    MODELS.build(cfg.model)
+    text = log.read_text()
+    assert 'Teacher size: the teacher has' in text
+    assert '(model.teacher / model.student)' in text
