@@ -12,11 +12,20 @@ Imported before ``tools/train.py`` runs (see ``e2e/test_crash_safety.py``);
   writing, before anything is written;
 * ``...@<n>``: at the n-th such write of the file, not the first;
 * ``step:<n>``: at the start of the n-th training step;
-* ``KILL_RANK=<r>`` (another variable) kills only that rank of a
-  multi-process run;
+* ``KILL_RANK=<r>`` (another variable) kills only that local rank of a
+  multi-process run, ``KILL_GLOBAL_RANK=<r>`` only that global rank (one
+  node of a multi-node run);
 * ``inf:<n>,<m>,...``: not a kill: the first image of the batch of the
   n-th, m-th... training step is multiplied by inf (``inf:all``: every
   step).
+
+``NAN_LOSS_RANK=<r>`` (another variable): on the process of global rank
+``r`` only, every PatchCKALoss returns NaN (a stop condition met on one
+node of a multi-node run).
+
+``RISING_METRIC=<key>`` (another variable) sets that validation metric to
+1, 2, 3... at each validation, so every validation finds a new best
+(``save_best``).
 """
 import builtins
 import io
@@ -37,6 +46,9 @@ def _die():
     rank = os.environ.get('KILL_RANK')
     if rank and rank != os.environ.get('LOCAL_RANK', '0'):
         return
+    rank = os.environ.get('KILL_GLOBAL_RANK')
+    if rank and rank != os.environ.get('RANK', '0'):
+        return
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -48,6 +60,30 @@ def _matches(path) -> bool:
     _seen[0] += 1
     return _seen[0] == int(NTH or 1)
 
+
+if os.environ.get('NAN_LOSS_RANK', 'none') == os.environ.get('RANK'):
+    from pcka_det.losses import PatchCKALoss
+
+    _pcka_forward = PatchCKALoss.forward
+
+    def _nan_forward(self, *args, **kwargs):
+        return _pcka_forward(self, *args, **kwargs) * float('nan')
+
+    PatchCKALoss.forward = _nan_forward
+
+if os.environ.get('RISING_METRIC'):
+    from mmengine.evaluator import Evaluator
+
+    _evaluate = Evaluator.evaluate
+    _validations = [0]
+
+    def _evaluate_rising(self, size):
+        metrics = _evaluate(self, size)
+        _validations[0] += 1
+        metrics[os.environ['RISING_METRIC']] = float(_validations[0])
+        return metrics
+
+    Evaluator.evaluate = _evaluate_rising
 
 if KIND == 'write':
     _save = torch.save

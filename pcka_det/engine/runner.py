@@ -22,14 +22,71 @@ CONTRACT = declare(Contract(
     options=(Option('resume_fallback', 'bool', True, 'resume from the '
                     'newest readable checkpoint when the one asked for is '
                     'truncated or corrupt (False: an error naming both)',
-               examples=(False, )), ),
+                    examples=(False, )),
+             Option('resume_override', 'bool', False, 'resume from a '
+                    'checkpoint whose model config (distiller, levels, '
+                    'losses and weights, teacher checkpoint, student) '
+                    'differs from this run\'s, on purpose (logged); '
+                    'False: refused, naming the keys',
+                    examples=(True, ))),
     run_rules=(('teacher-ckpt-override', 'a top-level teacher_ckpt changed '
                 'after the config copied it into model (by --cfg-options '
                 'or a child config) while model.teacher_ckpt kept the old '
                 'value is refused, naming both; set model.teacher_ckpt'),
                ('one-student-init', 'load_from (without resume) and '
                 'model.student_ckpt together are refused: load_from would '
-                'replace the student student_ckpt loaded'))))
+                'replace the student student_ckpt loaded'),
+               ('resume-same-run', '--resume from a checkpoint whose saved '
+                'config differs in the model part (distiller type, '
+                'recorders, distill_losses, teacher, teacher_ckpt, student) '
+                'is refused, naming the keys, unless resume_override=True; '
+                'a checkpoint without a saved config: a warning'))))
+
+# The parts of a distiller's config a resumed run must share with the run
+# that saved the checkpoint (a plain detector: its whole model config)
+SAME_RUN_KEYS = ('type', 'student', 'teacher', 'teacher_ckpt', 'recorders',
+                 'distill_losses')
+
+
+def _diff(there, here, path: str, out: List[str]) -> None:
+    """Append ``"<path>: <there> there, <here> here"`` for each leaf that
+    differs; a sub-tree on one side only is one line."""
+    if isinstance(there, dict) and isinstance(here, dict):
+        for key in sorted(set(there) | set(here), key=str):
+            if key not in there:
+                out.append(f'{path}.{key}: unset there, set here')
+            elif key not in here:
+                out.append(f'{path}.{key}: set there, unset here')
+            else:
+                _diff(there[key], here[key], f'{path}.{key}', out)
+    elif isinstance(there, (list, tuple)) and \
+            isinstance(here, (list, tuple)) and len(there) == len(here):
+        for i, (a, b) in enumerate(zip(there, here)):
+            _diff(a, b, f'{path}[{i}]', out)
+    else:
+        a, b = (v.__name__ if isinstance(v, type) else v
+                for v in (there, here))
+        if a != b:
+            out.append(f'{path}: {a!r} there, {b!r} here')
+
+
+def model_differences(saved: dict, model: dict) -> List[str]:
+    """What differs between the model config a checkpoint was saved with
+    and this run's, in the parts that make it another run.
+
+    Args:
+        saved (dict): ``model`` of the checkpoint's saved config.
+        model (dict): ``model`` of this run's config.
+
+    Returns:
+        list[str]: ``"model.<key>: <saved> there, <this> here"``, sorted.
+    """
+    keys = SAME_RUN_KEYS if _is_distiller(model) or _is_distiller(saved) \
+        else sorted(set(saved) | set(model))
+    out: List[str] = []
+    _diff({k: saved[k] for k in keys if k in saved},
+          {k: model[k] for k in keys if k in model}, 'model', out)
+    return out
 
 
 def _type_name(value) -> Optional[str]:
@@ -250,8 +307,8 @@ class DistillRunner(Runner):
                 f'({model.student_ckpt}) are both set: load_from is loaded '
                 'after student_ckpt and replaces it, so student_ckpt would '
                 'do nothing (rule "one-student-init"). Keep one of them.')
-        validate('DistillRunner',
-                 dict(resume_fallback=cfg.get('resume_fallback', True)))
+        validate('DistillRunner', {
+            o.name: cfg[o.name] for o in CONTRACT.options if o.name in cfg})
         lines = declare_run_components(cfg)
         runner = super().from_cfg(cfg)
         for line in lines:
@@ -320,6 +377,7 @@ class DistillRunner(Runner):
                 f'Cannot resume from "{filename}" ({e}); resuming from the '
                 f'newest readable checkpoint, "{fallback}", instead.')
             filename = fallback
+        self._refuse_another_run(filename, checkpoint)
         self._preloaded = (filename, checkpoint)
         try:
             super().resume(filename, resume_optimizer,
@@ -343,6 +401,45 @@ class DistillRunner(Runner):
                     'augmentation after the resume differs from an '
                     'uninterrupted run (set persistent_workers=False for a '
                     'bit-exact resume).')
+
+    def _refuse_another_run(self, filename: str, checkpoint: dict) -> None:
+        """Rule "resume-same-run": the checkpoint's saved config (MMEngine
+        keeps it in ``meta['cfg']``) must build the same model as this
+        run's, or a resume continues (or, finished, exports) another
+        method's student."""
+        from mmengine.config import Config
+        text = (checkpoint.get('meta') or {}).get('cfg')
+        if not text:
+            self.logger.warning(
+                f'{filename} holds no saved config (written by another '
+                'tool?): cannot check that it belongs to this run '
+                '(distiller, levels, teacher, student).')
+            return
+        try:
+            saved = Config.fromstring(text, file_format='.py').get(
+                'model') or {}
+        except Exception as e:  # an old or foreign config text
+            self.logger.warning(
+                f'The config saved in {filename} does not parse ({e}): '
+                'cannot check that it belongs to this run.')
+            return
+        differ = model_differences(saved.to_dict() if hasattr(
+            saved, 'to_dict') else dict(saved), self.cfg.get('model') or {})
+        if not differ:
+            return
+        shown = '; '.join(differ[:6]) + (
+            f'; and {len(differ) - 6} more' if len(differ) > 6 else '')
+        if self.cfg.get('resume_override', False):
+            self.logger.warning(
+                f'Resuming from {filename}, saved by another run, on purpose '
+                f'(resume_override=True): {shown}.')
+            return
+        raise OptionError(
+            f'Cannot resume from {filename}: it was saved by another run '
+            f'(its model config differs: {shown}) (rule "resume-same-run"). '
+            'Resume that run with its own config, train this one in a new '
+            '--work-dir, or pass --cfg-options resume_override=True to '
+            'continue from this checkpoint on purpose.')
 
     def _own_rng_state(self, states):
         """This rank's random states from a checkpoint's list (one per rank

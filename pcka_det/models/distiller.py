@@ -180,6 +180,7 @@ class FeatureDistiller(BaseModel):
         self.log_alignment_interval = log_alignment_interval
         self._steps = 0
         self._nonfinite_streak: Optional[Tensor] = None
+        self._nonfinite_peak: Optional[Tensor] = None
         # Set (and then logged) by DistillLossScheduleHook; None means 1.
         # 0 skips the teacher and the losses.
         self.distill_scale: Optional[float] = None
@@ -386,12 +387,18 @@ class FeatureDistiller(BaseModel):
             # Logged (not summed: no "loss" in the name), so a skipped
             # loss shows in the training log without a host-device sync here.
             losses['distill_nonfinite'] = bad.sum()
-            streak = self._nonfinite_streak
+            streak, peak = self._nonfinite_streak, self._nonfinite_peak
             if streak is None or streak.shape != bad.shape or \
                     streak.device != bad.device:
                 streak = torch.zeros_like(bad)
-            # steps in a row each level was non-finite (on the device)
+            if peak is None or peak.shape != bad.shape or \
+                    peak.device != bad.device:
+                peak = torch.zeros_like(bad)
+            # steps in a row each level was non-finite, and the longest
+            # such streak since it was last read (both on the device)
             self._nonfinite_streak = (streak + 1) * bad
+            self._nonfinite_peak = torch.maximum(peak,
+                                                 self._nonfinite_streak)
         return losses
 
     def record(self, inputs: Tensor, data_samples: Optional[list] = None,
@@ -459,6 +466,31 @@ class FeatureDistiller(BaseModel):
             return {}
         return dict(zip(self.levels,
                         map(int, self._nonfinite_streak.tolist())))
+
+    def nonfinite_peaks(self) -> Dict[str, int]:
+        """For each distillation loss, the longest run of steps in a row
+        in which it was NaN/Inf and skipped, since the last call, over all
+        ranks.
+
+        One host-device synchronisation, and in a distributed run one
+        all-reduce (max), so every rank sees the same values and takes the
+        same decision at the same step (a stop on one node does not leave
+        the others waiting in a collective). ``NonFiniteGuardHook`` calls it
+        on every rank every ``level_check_interval`` iterations; a streak
+        that ended between two calls is still seen.
+        """
+        if self._nonfinite_peak is None:
+            return {}
+        peak = self._nonfinite_peak
+        if torch.distributed.is_available() and \
+                torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            peak = peak.clone()
+            torch.distributed.all_reduce(peak,
+                                         op=torch.distributed.ReduceOp.MAX)
+        peaks = dict(zip(self.levels, map(int, peak.tolist())))
+        self._nonfinite_peak = self._nonfinite_streak.clone()
+        return peaks
 
     def paired_features(self, name: str, s_feat: Tensor,
                         t_feat: Tensor) -> Tuple[Tensor, Tensor]:

@@ -35,15 +35,16 @@ def _options(tiny_coco, teacher, **extra):
     })
 
 
-def _train(work_dir, opts, *extra, kill_at=None):
-    """``tools/train.py`` in a subprocess, SIGKILLed at ``kill_at``."""
+def _train(work_dir, opts, *extra, kill_at=None, **env_extra):
+    """``tools/train.py`` in a subprocess, SIGKILLed at ``kill_at``
+    (``env_extra``: more variables for ``faults.py``)."""
     argv = [osp.join(ROOT, 'tools', 'train.py'), TOY_DISTILL, '--work-dir',
             str(work_dir), *extra, '--cfg-options',
             *[f'{k}={v}' for k, v in opts.items()]]
     code = ('import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); '
             'import faults; sys.argv = sys.argv[1:]; '
             'runpy.run_path(sys.argv[0], run_name="__main__")')
-    env = dict(os.environ, KILL_AT=kill_at or '')
+    env = dict(os.environ, KILL_AT=kill_at or '', **env_extra)
     return subprocess.run([sys.executable, '-c', code, TESTS, *argv],
                           capture_output=True, text=True, timeout=600,
                           env=env, cwd=ROOT)
@@ -121,6 +122,40 @@ def test_kills_then_resume_give_the_same_student(tmp_path, tiny_coco,
     final = 'iter_8.pth' if extra else 'epoch_2.pth'
     kept = [*work.glob('epoch_*.pth'), *work.glob('iter_*.pth')]
     assert [p.name for p in kept] == [final]
+    _assert_same_student(work, reference)
+
+
+@pytest.mark.slow
+def test_save_best_kill_keeps_a_best_and_resume_stays_exact(
+        tmp_path, tiny_coco, toy_teacher_ckpt, reference):
+    """With ``save_best`` and a validation every epoch (each finding a new
+    best): a kill while the new best is written leaves the previous best
+    readable, and the run resumed from the regular checkpoint MMEngine
+    re-saved after a validation ends with the uninterrupted run's student
+    (the re-save keeps the training random states, not the validation's)."""
+    opts = _options(tiny_coco, toy_teacher_ckpt, **{
+        'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.save_best': 'coco/bbox_mAP',
+        'default_hooks.checkpoint.rule': 'greater'})
+    rising = dict(RISING_METRIC='coco/bbox_mAP')
+    work = tmp_path / 'work'
+    # killed in epoch 2: epoch_1.pth is the re-save after validation 1
+    killed = _train(work, opts, kill_at='step:6', **rising)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (work / 'best_coco_bbox_mAP_epoch_1.pth').is_file()
+    # resumed, then killed while the new best (validation 2) is written
+    killed = _train(work, opts, '--resume',
+                    kill_at='write:best_coco_bbox_mAP_epoch_2.pth', **rising)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    best = sorted(p.name for p in work.glob('best_*'))
+    assert 'best_coco_bbox_mAP_epoch_1.pth' in best, best
+    assert 'best_coco_bbox_mAP_epoch_2.pth' not in best, best
+    read_checkpoint(str(work / 'best_coco_bbox_mAP_epoch_1.pth'))
+    # the last resume finds training done: it cleans up and exports
+    done = _train(work, opts, '--resume', **rising)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(work.glob('*.tmp'))
+    # epoch 2 was trained after a resume from the re-saved epoch_1.pth
     _assert_same_student(work, reference)
 
 
@@ -221,28 +256,33 @@ def test_nan_teacher_weight_refused(tmp_path, toy_teacher_ckpt):
 
 def test_level_nan_for_many_steps_is_an_error(monkeypatch):
     """A level whose loss is NaN every step (skipped by nonfinite='skip')
-    stops the run once its streak reaches max_level_streak, naming it."""
+    stops the run once its streak reaches max_level_streak, naming it, even
+    when the streak ended before the hook read it (the streaks are read
+    every level_check_interval iterations, not every step)."""
     from conftest import demo_batch, load_distill_cfg
 
     from mmdet.registry import MODELS
     from pcka_det.engine import NonFiniteGuardHook
     model = MODELS.build(load_distill_cfg(TOY_DISTILL).model).train()
     p4 = model.distill_losses['pcka_p4']
+    forward = p4.forward
     monkeypatch.setattr(p4, 'forward', lambda s, t: s.sum() * float('nan'))
     data = model.data_preprocessor(demo_batch(num_classes=6), True)
 
     class Runner:
         optim_wrapper = object()
-        iter = 0
 
     Runner.model = model
-    hook = NonFiniteGuardHook(max_level_streak=3)
-    for step in range(3):
+    hook = NonFiniteGuardHook(max_level_streak=3, level_check_interval=5)
+    for step in range(5):
+        if step == 3:  # finite again after 3 NaN steps
+            monkeypatch.setattr(p4, 'forward', forward)
         model(**data, mode='loss')
-        if step < 2:
-            hook.after_train_iter(Runner, step)
+        Runner.iter = step
+        if step < 4:
+            hook.after_train_iter(Runner, step)  # no read before step 5
     assert model.nonfinite_streaks() == dict(
-        pcka_p3=0, pcka_p4=3, pcka_p5=0, pcka_p6=0)
+        pcka_p3=0, pcka_p4=0, pcka_p5=0, pcka_p6=0)
     with pytest.raises(FloatingPointError,
                        match='"pcka_p4" has been NaN/Inf for 3 steps'):
-        hook.after_train_iter(Runner, 2)
+        hook.after_train_iter(Runner, 4)

@@ -19,10 +19,18 @@ from mmdet.registry import HOOKS
 
 @HOOKS.register_module()
 class RankDumpHook(Hook):
-    """Each rank saves its student parameters and how it was wrapped."""
+    """Each rank saves its student parameters, how it was wrapped and its
+    own first step's distillation losses (not all-reduced)."""
 
     def __init__(self, out_dir):
         self.out_dir = out_dir
+        self.first_losses = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.first_losses is None:
+            self.first_losses = {k: float(v) for k, v in outputs.items()
+                                 if k.startswith('loss_pcka')}
 
     def after_train(self, runner):
         model = runner.model
@@ -31,6 +39,7 @@ class RankDumpHook(Hook):
             backend=torch.distributed.get_backend(),
             wrapper=type(model).__name__,
             find_unused=getattr(model, 'find_unused_parameters', None),
+            first_losses=self.first_losses,
             params={k: v.detach().clone() for k, v in
                     model.module.student.named_parameters()}),
             f'{self.out_dir}/rank{runner.rank}.pth')
@@ -94,6 +103,14 @@ def test_dist_train_two_cpu_processes(straight):
         assert r['world_size'] == 2 and r['backend'] == 'gloo'
         assert r['wrapper'] == 'MMDistributedDataParallel'
         assert r['find_unused'] is False
+    # each rank distilled from its first step: no level 0 on any rank (a
+    # "module." prefix under DDP made a distillation loss 0 on every step
+    # in another toolkit)
+    for r in ranks:
+        assert sorted(r['first_losses']) == [
+            'loss_pcka_p3', 'loss_pcka_p4', 'loss_pcka_p5', 'loss_pcka_p6']
+        assert all(v > 0 for v in r['first_losses'].values()), r
+    assert ranks[0]['first_losses'] != ranks[1]['first_losses']  # own data
     # DDP kept the two replicas identical
     for k, v in ranks[0]['params'].items():
         assert torch.equal(v, ranks[1]['params'][k]), k

@@ -47,8 +47,9 @@ def config_body(values):
     if losses:
         model['distill_losses'] = losses
     if 'Recorder' in values:  # the toy config's one recorder
-        model['recorders'] = dict(fpn=dict(student='neck', teacher='neck',
-                                           **values['Recorder']))
+        model['recorders'] = dict(fpn=dict(
+            _delete_=True, student='neck', teacher='neck',
+            **values['Recorder']))
     if 'ExportStudentHook' in values:
         lines_export = dict(export_student=values['ExportStudentHook'])
     else:

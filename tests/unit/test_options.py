@@ -70,7 +70,8 @@ def test_contract_names_every_argument(name):
     assert name in CONTRACTS
     contract = CONTRACTS[name]
     if name == 'DistillRunner':  # its own config keys, not Runner's
-        assert [o.name for o in contract.options] == ['resume_fallback']
+        assert [o.name for o in contract.options] == [
+            'resume_fallback', 'resume_override']
         return
     if name == 'DistillLevel':  # a distill_losses entry: no class
         from pcka_det.models.levels import SPEC_KEYS

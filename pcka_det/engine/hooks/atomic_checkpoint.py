@@ -34,6 +34,13 @@ class AtomicCheckpointHook(CheckpointHook):
     removed when training starts. Arguments are ``CheckpointHook``'s;
     ``DistillRunner`` puts this hook in place of MMEngine's for every run.
 
+    The best checkpoint (``save_best``) is written the same way, and the
+    previous best is deleted only after the new one is complete: a kill in
+    between leaves one of the two readable (MMEngine deletes the previous
+    best first). A regular checkpoint that MMEngine re-saves after a
+    validation (to record the new best) holds the random states of before
+    the validation, as the one saved before it did.
+
     Local output directories only: for other backends (``out_dir`` on a
     remote store) MMEngine's own behaviour is kept.
     """
@@ -56,6 +63,8 @@ class AtomicCheckpointHook(CheckpointHook):
         :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`)."""
         checkpoint['rng_state'] = (self._rng_states if self._rng_states
                                    else [rng_state()])
+
+    _val_rng = None
 
     def before_val(self, runner) -> None:
         """Validation must not move the training random streams (its
@@ -85,9 +94,12 @@ class AtomicCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
-        # on every rank (save_checkpoint itself runs on rank 0 only)
-        self._rng_states = all_gather_object(rng_state()) \
-            if get_world_size() > 1 else [rng_state()]
+        # on every rank (save_checkpoint itself runs on rank 0 only); during
+        # a validation (the re-save after a new best), the training states
+        # it will restore
+        state = self._val_rng if self._val_rng is not None else rng_state()
+        self._rng_states = all_gather_object(state) \
+            if get_world_size() > 1 else [state]
         name = self.filename_tmpl.format(step)
         self.last_ckpt = osp.join(self.out_dir, name)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
@@ -110,3 +122,42 @@ class AtomicCheckpointHook(CheckpointHook):
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
             if osp.isfile(path):
                 os.remove(path)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """MMEngine's choice of the best checkpoint, written atomically, the
+        previous best deleted after."""
+        if not self.save_best or not getattr(self, '_local', False):
+            return super()._save_best_checkpoint(runner, metrics)
+        backend, save = self.file_backend, runner.save_checkpoint
+        previous = []  # MMEngine's deletions of the previous best, deferred
+
+        class _Deferred:
+            """The file backend, with ``remove`` deferred."""
+
+            def __getattr__(self, name):
+                return getattr(backend, name)
+
+            def remove(self, path):
+                previous.append(path)
+
+        def save_atomically(out_dir, filename, *args, **kwargs):
+            if not filename.startswith('best_'):  # the regular re-save
+                return save(out_dir, filename, *args, **kwargs)
+            save(out_dir, filename + TMP_SUFFIX, *args, **kwargs)
+            if is_main_process():
+                path = osp.join(out_dir, filename)
+                fsync_replace(path + TMP_SUFFIX, path)
+
+        self.file_backend = _Deferred()
+        runner.save_checkpoint = save_atomically
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = backend
+            del runner.save_checkpoint  # the method again
+        if is_main_process():
+            best = {getattr(self, 'best_ckpt_path', None),
+                    *getattr(self, 'best_ckpt_path_dict', {}).values()}
+            for path in previous:
+                if path not in best and osp.isfile(path):
+                    os.remove(path)

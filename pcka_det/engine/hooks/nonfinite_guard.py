@@ -22,6 +22,11 @@ CONTRACT = declare(Contract(
         Option('max_level_streak', 'int', 20, 'most NaN/Inf steps in a row '
                'of one distillation level', low=1,
                examples=(1, )),
+        Option('level_check_interval', 'int', 10, 'iterations between two '
+               'reads of the levels\' streaks (each read is one host-device '
+               'synchronisation; the stop comes at most this many - 1 '
+               'steps after a streak reaches max_level_streak)', low=1,
+               examples=(1, )),
     )))
 
 
@@ -45,6 +50,9 @@ class NonFiniteGuardHook(Hook):
     skipped by ``FeatureDistiller``'s ``nonfinite='skip'``) for
     ``max_level_streak`` steps in a row: a level that never trains is a
     broken run (e.g. a teacher feature that overflows), not a bad batch.
+    The streaks stay on the device; they are read every
+    ``level_check_interval`` iterations (the longest streak since the last
+    read), so this check adds no host-device synchronisation per step.
 
     ``DistillRunner`` adds it to every run that has none.
 
@@ -53,15 +61,20 @@ class NonFiniteGuardHook(Hook):
         max_total (int): Most skipped steps in the whole run.
         max_level_streak (int): Most non-finite steps in a row of one
             distillation level.
+        level_check_interval (int): Iterations between two reads of the
+            levels' streaks.
     """
 
     priority = 'LOW'
 
     def __init__(self, max_consecutive: int = 3, max_total: int = 20,
-                 max_level_streak: int = 20) -> None:
+                 max_level_streak: int = 20,
+                 level_check_interval: int = 10) -> None:
         validate('NonFiniteGuardHook', dict(
             max_consecutive=max_consecutive, max_total=max_total,
-            max_level_streak=max_level_streak))
+            max_level_streak=max_level_streak,
+            level_check_interval=level_check_interval))
+        self.level_check_interval = level_check_interval
         self.max_consecutive = max_consecutive
         self.max_total = max_total
         self.max_level_streak = max_level_streak
@@ -95,8 +108,10 @@ class NonFiniteGuardHook(Hook):
                     'the last checkpoint holds finite weights.')
         else:
             self.consecutive = 0
+        if (runner.iter + 1) % self.level_check_interval:
+            return  # the streaks stay on the device until the next read
         model = unwrap_model(runner.model)
-        read = getattr(model, 'nonfinite_streaks', None)
+        read = getattr(model, 'nonfinite_peaks', None)
         # empty with nonfinite='raise' and in steps no distillation ran
         streaks = read() if callable(read) else {}
         if streaks:

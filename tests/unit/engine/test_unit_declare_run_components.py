@@ -265,3 +265,27 @@ def test_fully_declared_config_returns_nothing_and_is_unchanged():
     before = copy.deepcopy(cfg.to_dict())
     assert declare_run_components(cfg) == []
     assert cfg.to_dict() == before
+
+
+def test_model_differences_names_each_differing_leaf():
+    from pcka_det.engine.runner import model_differences
+    saved = dict(type='FeatureDistiller', teacher_ckpt='a.pth',
+                 distill_losses=dict(p3=dict(loss=dict(
+                     type='PatchCKALoss', intra_weight=10.0)),
+                     p4=dict(loss=dict(type='PatchCKALoss'))),
+                 log_alignment_interval=0)
+    same = dict(saved, log_alignment_interval=50)  # not part of the run
+    assert model_differences(saved, same) == []
+    other = dict(saved, teacher_ckpt='b.pth', distill_losses=dict(
+        p3=dict(loss=dict(type='PatchCKALoss', intra_weight=1.0)),
+        p5=dict(loss=dict(type='PatchCKALoss'))))
+    assert model_differences(saved, other) == [
+        "model.distill_losses.p3.loss.intra_weight: 10.0 there, 1.0 here",
+        'model.distill_losses.p4: set there, unset here',
+        'model.distill_losses.p5: unset there, set here',
+        "model.teacher_ckpt: 'a.pth' there, 'b.pth' here"]
+    # a plain detector: its whole model config
+    assert model_differences(dict(type='RetinaNet', bbox_head=dict(
+        num_classes=80)), dict(type='RetinaNet', bbox_head=dict(
+            num_classes=6))) == [
+        'model.bbox_head.num_classes: 80 there, 6 here']

@@ -19,7 +19,10 @@ class _Streaks(nn.Module):
         super().__init__()
         self.streaks = streaks
 
-    def nonfinite_streaks(self):
+    reads = 0
+
+    def nonfinite_peaks(self):
+        self.reads += 1
         return dict(self.streaks)
 
 
@@ -37,12 +40,12 @@ def _batch(*ids):
 
 # ------------------------------------------------- distillation level streaks
 @pytest.mark.parametrize('model', [
-    nn.Linear(1, 1),  # no nonfinite_streaks at all (a plain detector)
+    nn.Linear(1, 1),  # no nonfinite_peaks at all (a plain detector)
     _Streaks({}),  # nonfinite='raise', or a step without distillation
     _Streaks(dict(pcka_p3=0, pcka_p4=4)),  # below the limit (5)
 ], ids=['no-method', 'empty', 'below'])
 def test_level_streaks_that_do_not_raise(model):
-    hook = NonFiniteGuardHook(max_level_streak=5)
+    hook = NonFiniteGuardHook(max_level_streak=5, level_check_interval=1)
     for it in range(10):
         hook.after_train_iter(_runner(model, it=it), it)
 
@@ -54,7 +57,7 @@ def test_level_streak_read_through_a_model_wrapper():
     wrapped = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
     nn.Module.__init__(wrapped)
     wrapped.module = _Streaks(dict(pcka_p5=5))
-    hook = NonFiniteGuardHook(max_level_streak=5)
+    hook = NonFiniteGuardHook(max_level_streak=5, level_check_interval=1)
     with pytest.raises(FloatingPointError, match='"pcka_p5"'):
         hook.after_train_iter(_runner(wrapped), 0)
 
@@ -62,7 +65,7 @@ def test_level_streak_read_through_a_model_wrapper():
 @pytest.mark.parametrize('streak', [5, 6])
 def test_level_streak_at_the_limit_raises_naming_the_level(streak):
     model = _Streaks(dict(pcka_p3=1, pcka_p4=streak, pcka_p5=0))
-    hook = NonFiniteGuardHook(max_level_streak=5)
+    hook = NonFiniteGuardHook(max_level_streak=5, level_check_interval=1)
     with pytest.raises(FloatingPointError,
                        match=f'"pcka_p4" has been NaN/Inf for {streak} '
                        'steps in a row'):
@@ -71,7 +74,7 @@ def test_level_streak_at_the_limit_raises_naming_the_level(streak):
 
 def test_level_streak_names_the_longest():
     model = _Streaks(dict(pcka_p3=7, pcka_p4=9, pcka_p5=8))
-    hook = NonFiniteGuardHook(max_level_streak=5)
+    hook = NonFiniteGuardHook(max_level_streak=5, level_check_interval=1)
     with pytest.raises(FloatingPointError) as err:
         hook.after_train_iter(_runner(model), 0)
     assert '"pcka_p4"' in str(err.value)
@@ -80,13 +83,30 @@ def test_level_streak_names_the_longest():
 
 def test_level_streak_growing_raises_when_it_reaches_the_limit():
     model = _Streaks(dict(pcka_p6=0))
-    hook = NonFiniteGuardHook(max_level_streak=3)
+    hook = NonFiniteGuardHook(max_level_streak=3, level_check_interval=1)
     for it in range(2):
         model.streaks['pcka_p6'] = it + 1
         hook.after_train_iter(_runner(model, it=it), it)
     model.streaks['pcka_p6'] = 3
     with pytest.raises(FloatingPointError, match='"pcka_p6"'):
         hook.after_train_iter(_runner(model, it=2), 2)
+
+
+def test_level_streaks_read_every_interval_only():
+    # each read is a host-device synchronisation: one per interval
+    model = _Streaks(dict(pcka_p3=0))
+    hook = NonFiniteGuardHook(max_level_streak=5)
+    assert hook.level_check_interval == 10  # the documented default
+    for it in range(25):
+        hook.after_train_iter(_runner(model, it=it), it)
+    assert model.reads == 2  # after iterations 10 and 20
+    # the limit is still met at the next read
+    model.streaks['pcka_p3'] = 7
+    for it in range(25, 29):
+        hook.after_train_iter(_runner(model, it=it), it)
+    with pytest.raises(FloatingPointError, match='"pcka_p3"'):
+        hook.after_train_iter(_runner(model, it=29), 29)
+    assert model.reads == 3
 
 
 # --------------------------------------------------- skipped optimizer steps
