@@ -24,8 +24,8 @@ Imported before ``tools/train.py`` runs (see ``e2e/test_crash_safety.py``);
 node of a multi-node run).
 
 ``RISING_METRIC=<key>`` (another variable) sets that validation metric to
-1, 2, 3... at each validation, so every validation finds a new best
-(``save_best``).
+the time of the validation, so every validation, in this process or a
+resumed one, finds a new best (``save_best``).
 """
 import builtins
 import io
@@ -74,13 +74,13 @@ if os.environ.get('NAN_LOSS_RANK', 'none') == os.environ.get('RANK'):
 if os.environ.get('RISING_METRIC'):
     from mmengine.evaluator import Evaluator
 
+    import time
+
     _evaluate = Evaluator.evaluate
-    _validations = [0]
 
     def _evaluate_rising(self, size):
         metrics = _evaluate(self, size)
-        _validations[0] += 1
-        metrics[os.environ['RISING_METRIC']] = float(_validations[0])
+        metrics[os.environ['RISING_METRIC']] = time.time()
         return metrics
 
     Evaluator.evaluate = _evaluate_rising

@@ -131,8 +131,10 @@ def test_save_best_kill_keeps_a_best_and_resume_stays_exact(
     """With ``save_best`` and a validation every epoch (each finding a new
     best): a kill while the new best is written leaves the previous best
     readable, and the run resumed from the regular checkpoint MMEngine
-    re-saved after a validation ends with the uninterrupted run's student
-    (the re-save keeps the training random states, not the validation's)."""
+    re-saved after a validation ends with the uninterrupted run's student.
+    (That the re-save holds the training random states, not the
+    validation's, is checked in test_unit_atomic_checkpoint_hook.py: this
+    toy's training draws only from streams its validation leaves alone.)"""
     opts = _options(tiny_coco, toy_teacher_ckpt, **{
         'train_cfg.val_interval': 1,
         'default_hooks.checkpoint.save_best': 'coco/bbox_mAP',

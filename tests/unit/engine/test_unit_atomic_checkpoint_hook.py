@@ -14,6 +14,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -72,9 +73,26 @@ def _read_ckpt(path):
     return torch.load(path, map_location='cpu', weights_only=False)
 
 
-def _train(work_dir, hook_args, train_cfg):
+class _Rising(BaseMetric):
+    """A validation metric that improves at every validation."""
+
+    def __init__(self):
+        super().__init__()
+        self.validations = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(0)
+
+    def compute_metrics(self, results):
+        self.validations += 1
+        return dict(score=float(self.validations))
+
+
+def _train(work_dir, hook_args, train_cfg, validate=False):
     """Run a tiny Runner with an AtomicCheckpointHook, recording every
-    checkpoint write, rename and delete under ``work_dir``."""
+    checkpoint write, rename and delete under ``work_dir`` (``validate``:
+    a validation after every epoch, each a new best; the validation data
+    move the random streams)."""
     work_dir = str(work_dir)
     events, broken = [], []
     last = osp.join(work_dir, 'last_checkpoint')
@@ -124,6 +142,12 @@ def _train(work_dir, hook_args, train_cfg):
             check(('after remove', osp.basename(str(path))))
 
     recorder = _RngBeforeSave()
+    val = dict(val_dataloader=dict(
+        dataset=_Data(), batch_size=2, num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='default_collate')),
+        val_cfg=dict(), val_evaluator=Evaluator(_Rising())) if validate \
+        else {}
     runner = Runner(
         model=_Model(),
         work_dir=work_dir,
@@ -139,7 +163,7 @@ def _train(work_dir, hook_args, train_cfg):
         custom_hooks=[recorder],
         randomness=dict(seed=0),
         default_scope='mmdet',
-        log_level='WARNING')
+        log_level='WARNING', **val)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LocalBackend, 'put', put_rec)
         mp.setattr(os, 'replace', replace_rec)
@@ -159,6 +183,17 @@ def by_epoch(tmp_path_factory):
     (work / 'notes.txt').write_text('not ours')
     return _train(work, dict(interval=1, max_keep_ckpts=1),
                   dict(by_epoch=True, max_epochs=3))
+
+
+@pytest.fixture(scope='module')
+def with_best(tmp_path_factory):
+    """3 epochs of 2 iterations, a checkpoint and a validation each epoch,
+    each validation a new best (``save_best``), keep 1."""
+    work = tmp_path_factory.mktemp('atomic_best')
+    return _train(work, dict(interval=1, max_keep_ckpts=1, save_best='score',
+                             rule='greater'),
+                  dict(by_epoch=True, max_epochs=3, val_interval=1),
+                  validate=True)
 
 
 @pytest.fixture(scope='module')
@@ -248,6 +283,35 @@ def test_checkpoints_hold_the_rng_state_of_the_save(run, kind, names,
         # and not those of any other step
         others = [s for st, s in seen.items() if st != step]
         assert not any(_same_state(states[0], s) for s in others)
+
+
+def test_best_written_atomically_then_the_previous_deleted(with_best):
+    # each new best: written to a temporary, renamed complete; MMEngine's
+    # re-save of the regular checkpoint (recording the new best); and only
+    # then the previous best deleted (MMEngine deletes it first)
+    def best(e):
+        name = f'best_score_epoch_{e}.pth'
+        return [('put', f'{name}.tmp'), ('replace', f'{name}.tmp', name)]
+
+    assert with_best['events'] == [
+        *_save('epoch_1.pth'), *best(1), *_save('epoch_1.pth'),
+        *_save('epoch_2.pth'), ('remove', 'epoch_1.pth'),
+        *best(2), *_save('epoch_2.pth'), ('remove', 'best_score_epoch_1.pth'),
+        *_save('epoch_3.pth'), ('remove', 'epoch_2.pth'),
+        *best(3), *_save('epoch_3.pth'), ('remove', 'best_score_epoch_2.pth'),
+    ]
+    assert with_best['broken'] == []
+
+
+def test_resave_after_a_new_best_keeps_the_training_streams(with_best):
+    """The regular checkpoint MMEngine saves again during the validation
+    holds the random states of the end of the epoch, not the validation's
+    (its data drew from every stream)."""
+    seen = {step: s for k, step, s in with_best['states'] if k == 'epoch'}
+    ckpt = _read_ckpt(osp.join(with_best['work_dir'], 'epoch_3.pth'))
+    assert ckpt['message_hub']['runtime_info']['best_ckpt'].endswith(
+        'best_score_epoch_3.pth')  # the re-saved one
+    assert _same_state(ckpt['rng_state'][0], seen[3])
 
 
 def test_validation_does_not_move_the_training_streams():
