@@ -89,6 +89,7 @@ def build_runner(config: str,
         if not torch.cuda.is_available():
             sys.exit('--amp needs a CUDA GPU: MMEngine\'s AmpOptimWrapper '
                      'refuses to run on a CPU. Drop --amp to train in fp32.')
+        # MMEngine's AMP wrapper; DistillRunner guards it like the fp32 one
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if auto_scale_lr:

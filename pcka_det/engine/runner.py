@@ -128,7 +128,9 @@ def declare_run_components(cfg) -> List[str]:
       :class:`~pcka_det.engine.train_loop.ExactResumeEpochBasedTrainLoop`
       (same arguments).
     * ``optim_wrapper``: a plain ``OptimWrapper`` (no custom constructor)
-      -> :class:`~pcka_det.engine.GuardedOptimWrapper` (same arguments).
+      -> :class:`~pcka_det.engine.GuardedOptimWrapper`, ``AmpOptimWrapper``
+      -> :class:`~pcka_det.engine.GuardedAmpOptimWrapper` (same
+      arguments).
     * ``default_hooks.checkpoint`` and ``custom_hooks``: ``CheckpointHook``
       -> :class:`~pcka_det.engine.hooks.AtomicCheckpointHook` (same
       arguments; a missing checkpoint hook is MMEngine's default,
@@ -170,6 +172,12 @@ def declare_run_components(cfg) -> List[str]:
         wrapper['type'] = 'GuardedOptimWrapper'
         note('optim_wrapper', old, wrapper['type'],
              'a non-finite gradient skips the step')
+    elif isinstance(wrapper, dict) and \
+            _type_name(wrapper.get('type')) == 'AmpOptimWrapper':
+        wrapper['type'] = 'GuardedAmpOptimWrapper'
+        note('optim_wrapper', 'AmpOptimWrapper', wrapper['type'],
+             'a step the loss scaler skips puts back the BN statistics, '
+             'and a non-finite loss is told from a scale overflow')
     if cfg.get('default_hooks') is None:
         cfg['default_hooks'] = {}
     hooks = cfg['default_hooks']

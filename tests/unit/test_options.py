@@ -26,7 +26,8 @@ DECLARED = {'FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
 # arguments of the MMEngine class they extend, unchanged
 EXEMPT = {'AtomicCheckpointHook': 'CheckpointHook',
           'ExactResumeEpochBasedTrainLoop': 'EpochBasedTrainLoop',
-          'GuardedOptimWrapper': 'OptimWrapper'}
+          'GuardedOptimWrapper': 'OptimWrapper',
+          'GuardedAmpOptimWrapper': 'AmpOptimWrapper'}
 
 
 def test_every_registered_component_has_a_contract():

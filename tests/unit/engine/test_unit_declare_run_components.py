@@ -101,14 +101,13 @@ def test_plain_wrapper_becomes_guarded(wrapper):
 
 
 @pytest.mark.parametrize('wrapper', [
-    dict(type='AmpOptimWrapper', optimizer=SGD, loss_scale='dynamic'),
-    dict(type=AmpOptimWrapper, optimizer=SGD),
     dict(type='OptimWrapper', optimizer=SGD,
          constructor='LearningRateDecayOptimizerConstructor'),
     dict(optimizer=SGD, constructor='MyConstructor'),
     dict(type='GuardedOptimWrapper', optimizer=SGD),
-], ids=['amp-str', 'amp-class', 'constructor', 'constructor-no-type',
-        'already-guarded'])
+    dict(type='GuardedAmpOptimWrapper', optimizer=SGD),
+], ids=['constructor', 'constructor-no-type', 'already-guarded',
+        'amp-already-guarded'])
 def test_other_wrappers_stay(wrapper):
     cfg = _cfg(optim_wrapper=copy.deepcopy(wrapper))
     lines = declare_run_components(cfg)
@@ -289,3 +288,15 @@ def test_model_differences_names_each_differing_leaf():
         num_classes=80)), dict(type='RetinaNet', bbox_head=dict(
             num_classes=6))) == [
         'model.bbox_head.num_classes: 80 there, 6 here']
+
+
+@pytest.mark.parametrize('kind', ['AmpOptimWrapper', AmpOptimWrapper],
+                         ids=['str', 'class'])
+def test_amp_wrapper_is_guarded(kind):
+    cfg = _cfg(optim_wrapper=dict(type=kind, loss_scale='dynamic',
+                                  optimizer=SGD))
+    lines = declare_run_components(cfg)
+    assert cfg.optim_wrapper.type == 'GuardedAmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert any(line.startswith('optim_wrapper: AmpOptimWrapper -> '
+                               'GuardedAmpOptimWrapper') for line in lines)
