@@ -111,7 +111,8 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
         max_levels (int): Most levels distilled.
 
     Returns:
-        dict: ``levels`` (per level: ``index``, ``stride``, ``student`` and
+        dict: ``levels`` (per level: ``index`` (the student's output),
+        ``teacher_index``, ``stride``, ``student`` and
         ``teacher`` shapes, ``patch_size``, ``connector`` (student, teacher
         widths) or None), ``intra_weight``, ``inter_weight``, ``dropped``
         (``(stride, reason)``), ``recorder`` (per side, ``'neck'`` or
@@ -119,8 +120,7 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
         ``two_stage``, the strides of both necks and ``weight_given``.
 
     Raises:
-        PairingError: No stride in common, levels at another output index,
-            different class counts.
+        PairingError: No stride in common, different class counts.
     """
     t_classes, s_classes = head_num_classes(teacher), head_num_classes(
         student)
@@ -142,16 +142,10 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
             'level to distil without resizing.')
     levels, dropped = [], []
     for stride in common:
+        # paired by stride: the same output index of both necks, or not (a
+        # P2-P6 teacher for a P3-P7 student, a 5-scale teacher for a
+        # 4-scale student): then each side names its own
         i, j = s_strides.index(stride), t_strides.index(stride)
-        if i != j:
-            raise PairingError(
-                f'stride {stride} is output {i} of the student\'s neck and '
-                f'output {j} of the teacher\'s (strides {s_strides} vs '
-                f'{t_strides}); FeatureDistiller pairs the same output '
-                'index of both. Give both necks the same start_level (or, '
-                'if only one side has a neck, record comparable modules '
-                'yourself: recorders=dict(x=dict(student=..., '
-                'teacher=...))).')
         if len(levels) == max_levels:
             dropped.append((stride, f'beyond the first {max_levels}'))
             continue
@@ -160,7 +154,8 @@ def plan(teacher: nn.Module, student: nn.Module, size: Tuple[int, int],
             dropped.append((stride, 'a single cell'))
             continue
         widths = (s_shapes[i][1], t_shapes[j][1])
-        levels.append(dict(index=i, stride=stride, student=s_shapes[i],
+        levels.append(dict(index=i, teacher_index=j, stride=stride,
+                           student=s_shapes[i],
                            teacher=t_shapes[j], patch_size=patch,
                            connector=widths if widths[0] != widths[1]
                            else None))
@@ -256,6 +251,12 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
         f'{MAX_LEVELS} (the paper distils FPN outputs 0-3): strides '
         f'{strides}.',
     ]
+    if any(lv['index'] != lv['teacher_index'] for lv in levels):
+        pairs = ', '.join(f'stride {lv["stride"]} student {lv["index"]} '
+                          f'<-> teacher {lv["teacher_index"]}'
+                          for lv in levels)
+        lines.append(f'#   Paired by stride, at other output indices: '
+                     f'{pairs}.')
     for stride, reason in p['dropped']:
         lines.append(f'#   Not distilled: stride {stride} ({reason}).')
     for warning in p.get('warnings', ()):
@@ -320,8 +321,10 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
     ]
     first = levels[0]
     offset = int(math.log2(first['stride'])) - first['index']
+    shift = first['teacher_index'] - first['index']
     uniform = all(
         lv['index'] == first['index'] + k and
+        lv['teacher_index'] == lv['index'] + shift and
         int(math.log2(lv['stride'])) == lv['index'] + offset and
         lv['patch_size'] == first['patch_size'] and
         lv['connector'] == first['connector']
@@ -332,7 +335,9 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
         lines += ['    distill_losses={',
                   f"        f'pcka_p{{level + {offset}}}': dict(",
                   "            recorder='neck',",
-                  '            index=level,']
+                  '            index=level,' if not shift else
+                  '            index=dict(student=level, teacher=level + '
+                  f'{shift}),']
         if first['connector']:
             lines += ['            connector=dict(',
                       "                type='ConvConnector', in_channels="
@@ -344,9 +349,12 @@ def render(p: Dict, teacher: str, teacher_ckpt: str, student: str,
     else:
         lines.append('    distill_losses=dict(')
         for k, (name, lv) in enumerate(zip(names, levels)):
+            index = lv['index'] if lv['index'] == lv['teacher_index'] \
+                else f'dict(student={lv["index"]}, ' \
+                f'teacher={lv["teacher_index"]})'
             lines += [f'        {name}=dict(',
                       "            recorder='neck',",
-                      f'            index={lv["index"]},']
+                      f'            index={index},']
             if lv['connector']:
                 lines += ['            connector=dict(',
                           "                type='ConvConnector', "

@@ -402,7 +402,8 @@ class DistillRunner(Runner):
                     'tool?): random augmentation after the resume differs '
                     'from an uninterrupted run.')
             elif loader.get('persistent_workers') and \
-                    loader.get('num_workers', 0) > 0:
+                    loader.get('num_workers', 0) > 0 and \
+                    not self._train_loop.samples_seeded:
                 self.logger.warning(
                     'Resuming with persistent_workers=True: the data '
                     'workers\' random streams cannot be restored, so random '

@@ -10,6 +10,7 @@ from typing import Dict, Optional
 from mmengine.runner import EpochBasedTrainLoop
 
 from mmdet.registry import LOOPS
+from ..datasets.sample_seeding import seed_samples
 from ..rng import set_rng_state
 
 
@@ -27,15 +28,26 @@ class ExactResumeEpochBasedTrainLoop(EpochBasedTrainLoop):
       interrupted run stood when it saved: after the skipped batches, or
       before the next epoch's first batch.
 
-    With ``num_workers=0`` or non-persistent workers (each epoch's workers
-    are seeded alike by MMEngine) a resumed run is then bit-identical to an
-    uninterrupted one. Persistent workers keep their random streams across
-    epochs, which a new process cannot restore: ``DistillRunner`` says so
-    when it resumes such a run. ``DistillRunner`` uses this loop in place of
+    * Each sample's random augmentation depends on (seed, epoch, rank,
+      sample index) only (:func:`~pcka_det.datasets.seed_samples`), so
+      data workers, persistent or not, any ``num_workers``, augment a
+      resumed run as they did the uninterrupted one; the data pipeline
+      no longer moves the process's own random streams.
+
+    A resumed run is then bit-identical to an uninterrupted one. For a
+    dataset that is not an MMEngine ``BaseDataset`` (no ``prepare_data``)
+    the per-sample seeding is not installed and ``DistillRunner`` says,
+    when it resumes with persistent workers, that their random streams
+    cannot be restored. ``DistillRunner`` uses this loop in place of
     ``EpochBasedTrainLoop`` (same arguments).
     """
 
     pending_rng_state: Optional[Dict] = None
+
+    def __init__(self, runner, dataloader, *args, **kwargs) -> None:
+        super().__init__(runner, dataloader, *args, **kwargs)
+        self.samples_seeded = seed_samples(self.dataloader, runner.seed,
+                                           runner.rank)
 
     def run_epoch(self) -> None:
         """Train one epoch, skipping what a resumed checkpoint covers."""

@@ -87,6 +87,13 @@ def _trained(log):
             re.findall(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/\d+\]', log)]
 
 
+# mmdet's COCO loaders: 2 persistent workers (the reference run loads in
+# the main process: each sample's augmentation depends on the seed, epoch,
+# rank and index only)
+WORKERS = {'train_dataloader.num_workers': 2,
+           'train_dataloader.persistent_workers': True}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('extra, kills, steps', [
     # killed while epoch_2.pth is written (MMEngine had deleted epoch_1.pth,
@@ -97,7 +104,12 @@ def _trained(log):
     # 1), then between iter_8.pth and the last_checkpoint that names it
     (ITER_CKPT, ['step:6', 'open:last_checkpoint@2'],
      [[(1, 4), (2, 1), (2, 2), (2, 3), (2, 4)], [(2, 3), (2, 4)]]),
-], ids=['epoch_ckpts', 'iter_ckpts'])
+    # the same with 2 persistent data workers: epoch checkpoints, killed
+    # mid-epoch 2; iteration checkpoints, killed mid-epoch 2 (iter_6)
+    ({**WORKERS}, ['step:7'], [[(2, i) for i in range(1, 5)]]),
+    ({**WORKERS, **ITER_CKPT}, ['step:8'], [[(2, 3), (2, 4)]]),
+], ids=['epoch_ckpts', 'iter_ckpts', 'epoch_ckpts_workers',
+        'iter_ckpts_workers'])
 def test_kills_then_resume_give_the_same_student(tmp_path, tiny_coco,
                                                  toy_teacher_ckpt,
                                                  reference, extra, kills,
@@ -119,7 +131,8 @@ def test_kills_then_resume_give_the_same_student(tmp_path, tiny_coco,
         log = resumed.stdout + resumed.stderr
         assert _trained(log) == steps[i], _trained(log)
     assert not list(work.glob('*.tmp'))
-    final = 'iter_8.pth' if extra else 'epoch_2.pth'
+    final = 'iter_8.pth' if extra.get('default_hooks.checkpoint.by_epoch') \
+        is False else 'epoch_2.pth'
     kept = [*work.glob('epoch_*.pth'), *work.glob('iter_*.pth')]
     assert [p.name for p in kept] == [final]
     _assert_same_student(work, reference)

@@ -71,14 +71,21 @@ def test_refuses_other_class_counts(tmp_path):
     assert not (tmp_path / 'out.py').exists()
 
 
-def test_refuses_shifted_levels(tmp_path):
+def test_pairs_shifted_levels_by_stride(tmp_path):
     # Faster R-CNN's FPN starts at stride 4, RetinaNet's at 8: the common
-    # strides are different outputs of the two necks
-    with pytest.raises(PairingError, match='stride 8 is output 0 of the '
-                       "student's neck and output 1 of the teacher's"):
-        new_config('pcka_det::toy/faster_rcnn_r18_toy.py', 't.pth',
-                   'pcka_det::toy/retinanet_thin-r18_toy.py',
-                   str(tmp_path / 'out.py'))
+    # strides are different outputs of the two necks, each side names its
+    # own (was refused: "FeatureDistiller pairs the same output index")
+    out = tmp_path / 'out.py'
+    p = new_config('pcka_det::toy/faster_rcnn_r18_toy.py', 't.pth',
+                   'pcka_det::toy/retinanet_thin-r18_toy.py', str(out))
+    assert [(lv['stride'], lv['index'], lv['teacher_index'])
+            for lv in p['levels']] == [(8, 0, 1), (16, 1, 2), (32, 2, 3),
+                                       (64, 3, 4)]
+    cfg = Config.fromfile(str(out))
+    assert {name: spec['index'] for name, spec in
+            cfg.model.distill_losses.items()} == {
+        f'pcka_p{k + 3}': dict(student=k, teacher=k + 1) for k in range(4)}
+    assert 'stride 16 student 1 <-> teacher 2,' in out.read_text()
 
 
 def test_student_with_custom_imports_gets_a_config_that_loads(tmp_path):
