@@ -51,8 +51,20 @@ def _pipeline_scale(pipeline: list):
                 'absolute' and _hw(t.get('crop_size')) is not None:
             w, h = t['crop_size']
             found = (int(h), int(w)), 'RandomCrop of the training pipeline'
-        if found is None and kind in ('Resize', 'RandomResize',
-                                      'RandomChoiceResize'):
+        if kind == 'RandomChoice':  # DINO/DETR: one branch per image
+            branches = [_pipeline_scale([x for x in b if isinstance(x, dict)])
+                        for b in t.get('transforms') or []
+                        if isinstance(b, (list, tuple))]
+            branches = [b for b in branches if b is not None]
+            if branches:
+                hw = min((b[0] for b in branches),
+                         key=lambda hw: hw[0] * hw[1])
+                found = hw, ('RandomChoice of the training pipeline (its '
+                             'smallest branch)')
+        # a later resize decides the size an earlier one set
+        if (found is None or found[1].endswith(' scale of the training '
+                                               'pipeline')) and \
+                kind in ('Resize', 'RandomResize', 'RandomChoiceResize'):
             scales = t.get('scales') if kind == 'RandomChoiceResize' else \
                 t.get('scale')
             if _hw(scales) is not None:
@@ -72,8 +84,10 @@ def training_scale(cfg: Config, preprocessor=None
     A fixed batch size of the model's preprocessor (``BatchFixedSizePad``,
     the LSJ configs; the smallest ``BatchSyncRandomResize``, YOLOX) wins,
     then a ``Pad`` to a fixed size (RTMDet) or a ``RandomCrop``; otherwise the
-    smallest scale of a ``Resize``, ``RandomResize`` (times the lowest
-    ``ratio_range``) or ``RandomChoiceResize``, landscape (``H <= W``). The
+    smallest scale of the last ``Resize``, ``RandomResize`` (times the
+    lowest ``ratio_range``) or ``RandomChoiceResize``, landscape
+    (``H <= W``); a ``RandomChoice`` (DINO, DETR) gives its smallest
+    branch. The
     smallest size is the one where a level has the fewest cells, hence where
     a patch size may leave a single patch.
 
