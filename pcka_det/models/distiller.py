@@ -327,6 +327,13 @@ class FeatureDistiller(BaseModel):
         return self.frozen_teacher.model
 
     @property
+    def detector(self) -> nn.Module:
+        """The detector being trained (the student), where mmdet's hooks
+        look for it in a wrapper model: ``YOLOXModeSwitchHook`` switches
+        ``model.detector.bbox_head`` to its L1 loss."""
+        return self.student
+
+    @property
     def teacher_inputs(self) -> Optional[TeacherInputs]:
         """The teacher's input re-normalisation (None when it normalises
         like the student)."""

@@ -114,3 +114,26 @@ def test_distiller_backward_equals_reference(monkeypatch):
         torch.testing.assert_close(g, e, rtol=1e-4,
                                    atol=1e-5 * float(e.abs().max()))
     assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_yolox_mode_switch_reaches_the_student():
+    """mmdet's YOLOXModeSwitchHook sets ``model.detector.bbox_head.use_l1``
+    (or ``model.bbox_head``) at its switch epoch: on a distiller it must
+    reach the student's head (was: AttributeError at epoch 285 of 300)."""
+    from types import SimpleNamespace
+
+    from conftest import TOY_DISTILL, load_distill_cfg
+    from mmdet.engine.hooks import YOLOXModeSwitchHook
+    from mmdet.registry import MODELS
+    model = MODELS.build(load_distill_cfg(TOY_DISTILL).model)
+    skipped = []
+    runner = SimpleNamespace(
+        epoch=284, max_epochs=300, model=model,
+        logger=SimpleNamespace(info=lambda msg: None),
+        train_dataloader=SimpleNamespace(
+            persistent_workers=False, dataset=SimpleNamespace(
+                update_skip_type_keys=skipped.append)))
+    YOLOXModeSwitchHook(num_last_epochs=15).before_train_epoch(runner)
+    assert model.student.bbox_head.use_l1 is True
+    assert skipped == [('Mosaic', 'RandomAffine', 'MixUp')]
+    assert 'detector' not in dict(model.named_children())  # no new module
