@@ -44,10 +44,10 @@ class ExactResumeEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     pending_rng_state: Optional[Dict] = None
 
-    def __init__(self, runner, dataloader, *args, **kwargs) -> None:
-        super().__init__(runner, dataloader, *args, **kwargs)
-        self.samples_seeded = seed_samples(self.dataloader, runner.seed,
-                                           runner.rank)
+    def __init__(self, *args, **kwargs) -> None:  # EpochBasedTrainLoop's
+        super().__init__(*args, **kwargs)
+        self.samples_seeded = seed_samples(
+            self.dataloader, self.runner.seed, self.runner.rank)
 
     def run_epoch(self) -> None:
         """Train one epoch, skipping what a resumed checkpoint covers."""
