@@ -46,6 +46,7 @@ class AtomicCheckpointHook(CheckpointHook):
     """
 
     _rng_states = None
+    _val_rng = None  # the training states while a validation runs
 
     def before_train(self, runner) -> None:
         """MMEngine's set-up, then stale temporaries are removed."""
@@ -64,15 +65,13 @@ class AtomicCheckpointHook(CheckpointHook):
         checkpoint['rng_state'] = (self._rng_states if self._rng_states
                                    else [rng_state()])
 
-    _val_rng = None
-
     def before_val(self, runner) -> None:
         """Validation must not move the training random streams (its
         loaders draw from torch's), or a resumed run would differ."""
         self._val_rng = rng_state()
 
     def after_val(self, runner) -> None:
-        if getattr(self, '_val_rng', None) is not None:
+        if self._val_rng is not None:
             set_rng_state(self._val_rng)
             self._val_rng = None
 
