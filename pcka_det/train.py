@@ -14,6 +14,7 @@ from typing import Optional
 from .datasets import validate_dataloaders
 from .cli import (LAUNCHER_RULE, add_runtime_args, parse_runtime_args,
                   prepare_cfg)
+from .engine.stop_relay import RelayedStops
 from .options import command_contract
 
 
@@ -59,14 +60,17 @@ def build_runner(config: str,
                  launcher: str = 'none',
                  amp: bool = False,
                  auto_scale_lr: bool = False,
-                 resume: Optional[str] = None):
+                 resume: Optional[str] = None,
+                 stops: Optional[RelayedStops] = None):
     """The runner ``tools/train.py`` trains with: the one training path of
     the CLI, the demo's stages and the tests.
 
     Loads ``config`` with the CLI overrides (:func:`prepare_cfg`), checks the
     datasets before any output is written (their warnings then go to the
     run's log) and builds the runner (``DistillRunner`` unless the config
-    names another).
+    names another). A distributed run initialises its process group first
+    and starts ``stops``, so an error of one rank in these checks or later
+    stops every rank with its message.
 
     Args:
         config (str): Config path (``pcka_det::``/``mmdet::`` scopes work).
@@ -77,6 +81,8 @@ def build_runner(config: str,
         auto_scale_lr (bool): ``--auto-scale-lr``.
         resume (str, optional): ``--resume``: ``'auto'`` (the newest
             checkpoint of the work dir) or a checkpoint path.
+        stops (RelayedStops, optional): Started once the process group is
+            up (``tools/train.py`` trains inside it).
 
     Returns:
         Runner: Ready for ``train()``.
@@ -106,6 +112,13 @@ def build_runner(config: str,
         cfg.resume = True
         cfg.load_from = resume
 
+    if launcher != 'none':
+        from mmengine.dist import init_dist, is_distributed
+        if not is_distributed():  # MMEngine's Runner then skips it
+            init_dist(launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+        if stops is not None:
+            stops.start()
+
     names = ['train_dataloader']
     if cfg.get('val_cfg'):
         names.append('val_dataloader')
@@ -120,9 +133,11 @@ def build_runner(config: str,
 
 def main(argv=None):
     args = parse_args(argv)
-    build_runner(args.config, args.cfg_options, args.work_dir, args.launcher,
-                 amp=args.amp, auto_scale_lr=args.auto_scale_lr,
-                 resume=args.resume).train()
+    with RelayedStops() as stops:
+        build_runner(args.config, args.cfg_options, args.work_dir,
+                     args.launcher, amp=args.amp,
+                     auto_scale_lr=args.auto_scale_lr, resume=args.resume,
+                     stops=stops).train()
 
 
 if __name__ == '__main__':

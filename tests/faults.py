@@ -19,6 +19,12 @@ Imported before ``tools/train.py`` runs (see ``e2e/test_crash_safety.py``);
   n-th, m-th... training step is multiplied by inf (``inf:all``: every
   step).
 
+``RAISE_AT`` (another variable): not a kill, an error raised on global
+rank ``RAISE_RANK`` only (one node of a multi-node run): ``step:<n>`` at
+the start of the n-th training step (a corrupt image met by one rank),
+``checks`` in the dataset checks before the runner is built (a data root
+missing on one node).
+
 ``NAN_LOSS_RANK=<r>`` (another variable): on the process of global rank
 ``r`` only, every PatchCKALoss returns NaN (a stop condition met on one
 node of a multi-node run).
@@ -70,6 +76,27 @@ if os.environ.get('NAN_LOSS_RANK', 'none') == os.environ.get('RANK'):
         return _pcka_forward(self, *args, **kwargs) * float('nan')
 
     PatchCKALoss.forward = _nan_forward
+
+RAISE_KIND, _, RAISE_TARGET = os.environ.get('RAISE_AT', '').partition(':')
+if RAISE_KIND and os.environ.get('RAISE_RANK') == os.environ.get('RANK'):
+    if RAISE_KIND == 'step':
+        from mmengine.runner import EpochBasedTrainLoop
+
+        _run_iter_before_raise = EpochBasedTrainLoop.run_iter
+
+        def _run_iter_or_raise(self, idx, data_batch):
+            if self._iter + 1 == int(RAISE_TARGET):
+                raise ValueError('faults: image 7 of this rank is corrupt')
+            return _run_iter_before_raise(self, idx, data_batch)
+
+        EpochBasedTrainLoop.run_iter = _run_iter_or_raise
+    elif RAISE_KIND == 'checks':
+        import pcka_det.train
+
+        def _checks_raise(*args, **kwargs):
+            raise FileNotFoundError('faults: data root missing on this node')
+
+        pcka_det.train.validate_dataloaders = _checks_raise
 
 if os.environ.get('RISING_METRIC'):
     from mmengine.evaluator import Evaluator

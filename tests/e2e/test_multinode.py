@@ -101,6 +101,25 @@ def test_a_stop_on_one_node_stops_both_with_the_same_error(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('where', ['step:3', 'checks'])
+def test_an_error_on_one_node_ends_both_naming_it(
+        tmp_path, tiny_coco, toy_teacher_ckpt, where):
+    """Node 1 alone raises: in the dataset checks before the runner is
+    built (a data root missing on one node), or at step 3 (a corrupt
+    image). Node 0, waiting in a collective, ends within seconds and its
+    log names node 1's error, not a broken connection or a timeout."""
+    opts = _opts(tiny_coco, toy_teacher_ckpt, **{'train_cfg.max_epochs': 2})
+    _, out = _two_nodes(tmp_path, opts, RAISE_AT=where, RAISE_RANK='1')
+    error = {'step:3': 'ValueError: faults: image 7 of this rank is corrupt',
+             'checks': 'FileNotFoundError: faults: data root missing on '
+                       'this node'}[where]
+    assert out[1][0] != 0 and error in out[1][1], out[1][1][-3000:]
+    assert out[0][0] not in (0, None), out[0][1][-3000:]
+    assert f'rank 1 stopped the run: {error}' in out[0][1], out[0][1][-3000:]
+    assert abs(out[0][2] - out[1][2]) < 60
+
+
+@pytest.mark.slow
 def test_two_nodes_train_and_a_node_killed_ends_the_other(
         tmp_path, tiny_coco, toy_teacher_ckpt):
     """Both nodes train epoch 1 (2 iterations, world size 2) and write one
