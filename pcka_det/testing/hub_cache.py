@@ -187,7 +187,8 @@ class HubCache:
         return path
 
     def fill_config(self, config: str,
-                    teacher_backbone: bool = False) -> List[str]:
+                    teacher_backbone: bool = False,
+                    teacher: bool = True) -> List[str]:
         """Write the files the config's user path downloads.
 
         Builds in mmdet's scope whatever the caller's default scope is.
@@ -197,6 +198,9 @@ class HubCache:
                 absolute, or ``pcka_det::``/``mmdet::``).
             teacher_backbone (bool): Also the teacher's backbone
                 ``init_cfg`` URL, which no user path loads today.
+            teacher (bool): Write the teacher checkpoint; False for a test
+                that builds its teacher random instead (DINO Swin-L's would
+                be about 0.9 GB).
 
         Returns:
             list[str]: The cached files (written now or before).
@@ -208,10 +212,10 @@ class HubCache:
         # the fixed seeds below leave the caller's RNG as it was
         with DefaultScope.overwrite_default_scope('mmdet'), \
                 torch.random.fork_rng():
-            return self._fill_config(config, teacher_backbone)
+            return self._fill_config(config, teacher_backbone, teacher)
 
-    def _fill_config(self, config: str,
-                     teacher_backbone: bool) -> List[str]:
+    def _fill_config(self, config: str, teacher_backbone: bool,
+                     teacher: bool) -> List[str]:
         from mmengine.config import Config
         from pcka_det.config_paths import resolve_config_path
         from pcka_det.models.builder import load_model_cfg
@@ -226,7 +230,8 @@ class HubCache:
             sides = [('student', load_model_cfg(model.student))]
             if teacher_backbone:
                 sides.append(('teacher', load_model_cfg(model.teacher)))
-            if teacher_ckpt and teacher_ckpt.startswith(HTTP_PREFIXES):
+            if teacher and teacher_ckpt and \
+                    teacher_ckpt.startswith(HTTP_PREFIXES):
                 spec = model.teacher
                 written.append(self._write(
                     teacher_ckpt, lambda: _teacher_state(spec)))

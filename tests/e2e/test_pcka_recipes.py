@@ -26,6 +26,7 @@ from conftest import ROOT
 from mmengine.config import Config
 
 from mmdet.registry import MODELS
+from pcka_det.config_paths import resolve_config_path
 
 ZOO = 'https://download.openmmlab.com/mmdetection/v2.0/'
 PCKA = osp.join(ROOT, 'configs', 'pcka')
@@ -208,6 +209,64 @@ RTMDET = {
 }
 
 
+# The pairs users bring (issue "Distil the pairs users bring"): no official
+# recipe exists, so each keeps its student's own mmdet recipe (checked
+# against the student's mmdet config below). Levels paired by stride, at
+# per-side output indices where the pyramids start at different strides.
+FASTER_R101 = (ZOO + 'faster_rcnn/faster_rcnn_r101_fpn_2x_coco/'
+               'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455'
+               '-1d2dac9c.pth')
+SWIN_T = (ZOO + 'swin/mask_rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco/'
+          'mask_rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco_20210906_131725'
+          '-bacf6f7b.pth')
+
+
+def shifted(names, patches=(16, 16, 16, 16), intra=10.0, inter=None,
+            connector=None):
+    """Student output i paired with teacher output i + 1 (P3-P6 of a P2-P6
+    teacher for a P3-P7 student; DINO 5-scale -> 4-scale)."""
+    return {n: dict(index=dict(student=i, teacher=i + 1), patch_size=p,
+                    intra=intra, inter=inter, connector=connector)
+            for i, (n, p) in enumerate(zip(names, patches))}
+
+
+PAIRS = {
+    'faster_rcnn_r101_retina_r50.py': dict(
+        student='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
+        teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+        teacher_ckpt=FASTER_R101, levels=shifted(ONE_STAGE)),
+    'faster_rcnn_r101_fcos_r50.py': dict(
+        student='mmdet::fcos/fcos_r50-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
+        teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+        teacher_ckpt=FASTER_R101, levels=shifted(ONE_STAGE)),
+    'mask_swin-t_faster_rcnn_r50.py': dict(
+        student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
+        teacher='mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
+        teacher_ckpt=SWIN_T, levels=pcka_levels(TWO_STAGE, inter=10.0)),
+    'mask_swin-t_retina_r50.py': dict(
+        student='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
+        teacher='mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
+        teacher_ckpt=SWIN_T, levels=shifted(ONE_STAGE)),
+    'yolox_l_s.py': dict(
+        student='mmdet::yolox/yolox_s_8xb8-300e_coco.py',
+        teacher='mmdet::yolox/yolox_l_8xb8-300e_coco.py',
+        teacher_ckpt=ZOO + 'yolox/yolox_l_8x8_300e_coco/'
+        'yolox_l_8x8_300e_coco_20211126_140236-d3bd2b23.pth',
+        # 480x480 (the smallest BatchSyncRandomResize size): P5 is 15x15
+        levels={n: dict(index=i, patch_size=p, intra=10.0, inter=None,
+                        connector=dict(type='ConvConnector', in_channels=128,
+                                       out_channels=256))
+                for i, (n, p) in enumerate(zip(ONE_STAGE[:3], (16, 16, 8)))}),
+    'dino_swin-l_r50.py': dict(
+        student='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+        teacher='mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py',
+        teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/'
+        'dino-5scale_swin-l_8xb2-12e_coco/'
+        'dino-5scale_swin-l_8xb2-12e_coco_20230228_072924-a654145f.pth',
+        levels=shifted(ONE_STAGE)),
+}
+
+
 def _plain(obj):
     """Config values as plain Python, without mmengine's `_scope_` and the
     `backend_args=None` every mmdet transform carries."""
@@ -232,7 +291,7 @@ def _levels(model) -> dict:
     for name, spec in model.distill_losses.items():
         loss = MODELS.build(spec['loss'])
         levels[name] = dict(
-            index=spec['index'],
+            index=_plain(spec['index']),
             patch_size=loss.patch_size,
             intra=loss.intra_weight,
             inter=loss.inter_weight,
@@ -258,7 +317,7 @@ def _check_pair(cfg, recipe):
 
 def test_every_pcka_config_has_a_recipe():
     on_disk = {osp.basename(p) for p in glob.glob(osp.join(PCKA, '*.py'))}
-    assert on_disk == set(OFFICIAL) | set(RTMDET)
+    assert on_disk == set(OFFICIAL) | set(RTMDET) | set(PAIRS)
 
 
 @pytest.mark.parametrize('name', sorted(OFFICIAL))
@@ -319,6 +378,28 @@ def test_rtmdet_keeps_its_own_recipe(name):
     assert _plain(cfg.custom_hooks) == recipe['custom_hooks']
 
 
+# what a pair's config takes from its student's mmdet config unchanged
+# (the optimizer wrapper and loop as our declared subclasses)
+OWN_RECIPE = ('train_dataloader', 'val_dataloader', 'test_dataloader',
+              'val_evaluator', 'test_evaluator', 'param_scheduler',
+              'auto_scale_lr', 'custom_hooks', 'val_cfg', 'test_cfg')
+
+
+@pytest.mark.parametrize('name', sorted(PAIRS))
+def test_pair_keeps_its_students_recipe(name):
+    recipe = PAIRS[name]
+    cfg = _load(name)
+    _check_pair(cfg, recipe)
+    # mmdet's file, not ours
+    own = Config.fromfile(resolve_config_path(recipe['student']))
+    for key in OWN_RECIPE:
+        assert _plain(cfg.get(key)) == _plain(own.get(key)), (name, key)
+    assert _plain(cfg.optim_wrapper) == dict(
+        _plain(own.optim_wrapper), type='GuardedOptimWrapper')
+    assert _plain(cfg.train_cfg) == dict(
+        _plain(own.train_cfg), type='ExactResumeEpochBasedTrainLoop')
+
+
 def test_readme_lists_every_pcka_config():
     with open(osp.join(PCKA, 'README.md')) as f:
         linked = set(re.findall(r'\]\(([\w.-]+\.py)\)', f.read()))
@@ -348,6 +429,6 @@ def test_teacher_urls_are_mmdet_model_zoo_weights():
     teacher config, i.e. the weights that architecture was trained to."""
     zoo = _model_zoo()
     assert len(zoo) > 100
-    for name in sorted({**OFFICIAL, **RTMDET}):
+    for name in sorted({**OFFICIAL, **RTMDET, **PAIRS}):
         model = _load(name).model
         assert model.teacher_ckpt == zoo[model.teacher.cfg_path], name
