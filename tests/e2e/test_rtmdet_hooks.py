@@ -1,5 +1,6 @@
 """RTMDet-L -> RTMDet-S (configs/pcka/rtmdet_l_s.py) trains with the hooks
-of RTMDet's own recipe: EMAHook and PipelineSwitchHook.
+of RTMDet's own recipe: EMAHook and PipelineSwitchHook; YOLOX-L -> YOLOX-S
+(configs/pcka/yolox_l_s.py) with YOLOX's: YOLOXModeSwitchHook (last test).
 
 The real config and architectures (RTMDet-L teacher, RTMDet-S student, the
 128 -> 256 connectors), shrunk only in data: a few 192 px synthetic images,
@@ -36,7 +37,8 @@ def _shrink(obj):
     """Divide every image size in a pipeline config by SHRINK."""
     if isinstance(obj, dict):
         return {k: (tuple(s // SHRINK for s in v)
-                    if k in ('img_scale', 'scale', 'crop_size', 'size')
+                    if k in ('img_scale', 'scale', 'crop_size', 'size',
+                             'border')
                     else _shrink(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_shrink(v) for v in obj]
@@ -147,3 +149,54 @@ def test_rtmdet_ema_and_pipeline_switch(tmp_path, tiny_coco):
     assert 'CachedMixUp' not in transforms
     assert transforms[:3] == ['LoadImageFromFile', 'LoadAnnotations',
                               'RandomResize']
+
+
+@pytest.mark.slow
+def test_yolox_mode_switch_in_a_real_run(tmp_path, tiny_coco):
+    """YOLOX-S's own recipe through the distiller: Mosaic/MixUp data, EMA,
+    and YOLOXModeSwitchHook, moved from epoch 286 of 300 to epoch 2 of 2.
+    The switch reaches the student (its L1 box loss is logged from epoch 2
+    on, never before) and the distillation losses go on after it."""
+    cfg = load_distill_cfg('configs/pcka/yolox_l_s.py')
+    root = str(tiny_coco) + '/'
+    loader = cfg.train_dataloader
+    loader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    inner = loader.dataset.dataset  # MultiImageMixDataset's CocoDataset
+    inner.update(data_root=root, metainfo=dict(classes=CLASSES),
+                 ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'))
+    inner.pop('filter_cfg', None)
+    loader.dataset.pipeline = _shrink(loader.dataset.pipeline)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2,
+                         val_interval=10)
+    cfg.param_scheduler = []
+    switch = [h for h in cfg.custom_hooks
+              if h.type == 'YOLOXModeSwitchHook']
+    assert len(switch) == 1
+    switch[0].num_last_epochs = 0  # switches before the 2nd (last) epoch
+    for side in ('student', 'teacher'):  # the dataset's 6 classes
+        cfg.model[side].bbox_head = dict(num_classes=len(CLASSES))
+    # 4 x 4 cells at stride 32 (128 px): 2-cell patches, > 1 patch a level
+    for spec in cfg.model.distill_losses.values():
+        spec.loss.patch_size = 2
+    cfg.default_hooks.logger.interval = 1
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.launcher = 'none'
+    cfg.randomness = dict(seed=0)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
+
+    runner = RUNNERS.build(cfg)
+    runner.train()
+    assert runner.model.student.bbox_head.use_l1 is True
+    log = open(runner.logger.handlers[-1].baseFilename).read()
+    lines = [ln for ln in log.splitlines() if 'Epoch(train)' in ln]
+    first = [ln for ln in lines if 'Epoch(train)  [1]' in ln
+             or 'Epoch(train) [1]' in ln]
+    second = [ln for ln in lines if ln not in first]
+    assert first and second, log[-2000:]
+    assert not any('loss_l1' in ln for ln in first)
+    assert all('loss_l1' in ln for ln in second)
+    for ln in lines:
+        for level in ('pcka_p3', 'pcka_p4', 'pcka_p5'):
+            assert f'loss_{level}: ' in ln, ln
