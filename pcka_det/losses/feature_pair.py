@@ -105,7 +105,9 @@ def validate_feature_pair(student: Tensor, teacher: Tensor,
             'The student and teacher levels are not paired: the necks likely '
             'start at different levels (FPN start_level), produce different '
             'strides (e.g. a P2-P6 Faster R-CNN neck against a P3-P7 '
-            'RetinaNet neck: pick the index of the same stride on each '
-            'side), or the recorders point at stages of different depth. '
+            'RetinaNet neck: name the output of the same stride on each '
+            'side, index=dict(student=i, teacher=j), as python -m '
+            'pcka_det.new_config writes it), or the recorders point at '
+            'stages of different depth. '
             'If resizing is really meant, set resize=\'bilinear\' on this '
             'distill_losses entry.')

@@ -110,6 +110,7 @@ def test_unpaired_levels_refused_before_training(tmp_path, tiny_coco,
     msg = fails(tmp_path, tiny_coco, toy_teacher_ckpt, body, ValueError,
                 'same spatial size')
     assert 'start_level' in msg and "resize='bilinear'" in msg
+    assert 'index=dict(student=i, teacher=j)' in msg  # the per-side fix
 
 
 def test_resize_on_request_passes(tmp_path):

@@ -71,6 +71,24 @@ def test_refuses_other_class_counts(tmp_path):
     assert not (tmp_path / 'out.py').exists()
 
 
+def test_refuses_a_pair_without_a_common_stride(tmp_path):
+    # a student whose one neck output has stride 4: the toy RetinaNet
+    # teacher's are 8-128, so nothing can be paired without resizing
+    student = tmp_path / 'student.py'
+    student.write_text(
+        "_base_ = 'pcka_det::toy/retinanet_thin-r18_toy.py'\n"
+        'model = dict(backbone=dict(out_indices=(0, )), neck=dict('
+        'in_channels=[16], start_level=0, num_outs=1, '
+        'add_extra_convs=False), bbox_head=dict(anchor_generator=dict('
+        'strides=[4])))\n')
+    with pytest.raises(PairingError, match=r'no neck output of the student '
+                       r'\(strides \[4\]\) has the stride of one of the '
+                       r"teacher's \(\[8, 16, 32, 64, 128\]\)"):
+        new_config('pcka_det::toy/retinanet_r18_toy.py', 't.pth',
+                   str(student), str(tmp_path / 'out.py'))
+    assert not (tmp_path / 'out.py').exists()
+
+
 def test_pairs_shifted_levels_by_stride(tmp_path):
     # Faster R-CNN's FPN starts at stride 4, RetinaNet's at 8: the common
     # strides are different outputs of the two necks, each side names its
