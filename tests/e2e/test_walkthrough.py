@@ -46,7 +46,8 @@ def run(command: str, args, capsys) -> str:
 
 @pytest.mark.slow
 def test_distil_your_own_detector(tmp_path, monkeypatch, capsys):
-    for name in ('parts_teacher.py', 'parts_student.py'):
+    for name in ('parts_teacher.py', 'parts_student.py',
+                 'parts_teacher_faster.py'):
         shutil.copy(osp.join(ROOT, 'docs', 'walkthrough', name), tmp_path)
     monkeypatch.chdir(tmp_path)  # the user's project folder
     # 1. the data: COCO format, its own class names
@@ -68,6 +69,18 @@ def test_distil_your_own_detector(tmp_path, monkeypatch, capsys):
         '--student', 'parts_student.py', '-o', 'parts_distill.py'], capsys)
     assert 'Wrote parts_distill.py: 4 levels' in out
     text = (tmp_path / 'parts_distill.py').read_text()
+    assert text.count('in_channels=64, out_channels=128') == 4
+    # 3b. a teacher of another family (Faster R-CNN, P2-P6) for the same
+    # student (P3-P7): the levels are paired by stride, per side
+    out = run('new_config', [
+        '--teacher', 'parts_teacher_faster.py', '--teacher-ckpt', 'faster.pth',
+        '--student', 'parts_student.py', '-o', 'parts_faster_distill.py'],
+        capsys)
+    assert 'Wrote parts_faster_distill.py: 4 levels (strides 8, 16, 32, ' \
+        '64)' in out
+    text = (tmp_path / 'parts_faster_distill.py').read_text()
+    for level in range(4):
+        assert f'index=dict(student={level}, teacher={level + 1})' in text
     assert text.count('in_channels=64, out_channels=128') == 4
     # 4. the pre-flight check passes
     out = run('check', ['parts_distill.py', '--num-images', '4', '--iters',

@@ -31,6 +31,13 @@ DETECTORS = {
                       methods=tuple(METHODS)),
     'fcos': dict(name='FCOS', work_dir=osp.join('work_dirs', 'demo_fcos'),
                  methods=('pcka', )),
+    # cross family: a two-stage teacher (P2-P6) for the one-stage student
+    # (P3-P7), levels paired by stride at per-side output indices
+    'faster_retina': dict(
+        name='Faster R-CNN -> RetinaNet',
+        work_dir=osp.join('work_dirs', 'demo_faster_retina'),
+        methods=('pcka', ), teacher='faster_rcnn_r18_toy.py',
+        student='retinanet_thin-r18_toy.py'),
 }
 TINY = dict(num_train=8, num_val=4, batch_size=4, max_epochs=1)
 
@@ -45,10 +52,12 @@ def stages(methods, detector: str = 'retinanet') -> list:
     Returns:
         list[tuple[str, str, str]]: ``(name, config, description)``.
     """
+    spec = DETECTORS[detector]
+    teacher = spec.get('teacher', f'{detector}_r18_toy.py')
+    student = spec.get('student', f'{detector}_thin-r18_toy.py')
     return [
-        ('teacher', f'configs/toy/{detector}_r18_toy.py', 'Teacher R18'),
-        ('student', f'configs/toy/{detector}_thin-r18_toy.py',
-         'Student R18/4'),
+        ('teacher', f'configs/toy/{teacher}', 'Teacher R18'),
+        ('student', f'configs/toy/{student}', 'Student R18/4'),
     ] + [(m, f'configs/toy/{m}_{detector}_r18_thin-r18_toy.py',
           f'Student + {METHODS[m]}') for m in methods]
 
