@@ -1,15 +1,20 @@
-"""Timing and peak-memory helpers shared by the benchmark tools.
+"""Timing and peak-memory helpers shared by ``pcka_det.check`` and the
+benchmark tools.
 
-Each measurement is meant to run in its own process (``run_isolated``), so
-that allocator state left by one configuration cannot blur another's peak
-(on a CPU the peak is the resident set size above the start of the
-measured call).
+:func:`measure_rounds` times several runs interleaved in rounds (student,
+distiller, teacher, student, ...), so that a load that comes and goes on a
+busy machine slows every run alike instead of one of them; it reports the
+median of each and its spread. On a GPU the peak memory of each run comes
+from the allocator's counters, reset before its warm-up. On a CPU the peak
+of one run is hidden by memory the allocator kept from another in the same
+process: :func:`measure` in a process of its own (``run_isolated``)
+measures it (the resident set size above the start of the measured call).
 """
 import json
 import resource
 import subprocess
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -79,6 +84,64 @@ def measure(fn: Callable[[], object], repeats: int,
     times.sort()
     return dict(time=times[len(times) // 2] if times else float('nan'),
                 peak=peak, result=result)
+
+
+# a run whose slowest round is this much above its fastest (relative to
+# its median) is reported as unreliable
+RELIABLE_SPREAD = 0.25
+
+
+def measure_rounds(runs: Dict[str, Callable[[], object]], rounds: int,
+                   device: torch.device,
+                   clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Time ``runs`` interleaved: one warm-up call each, then ``rounds``
+    rounds calling every run once, in order.
+
+    Args:
+        runs (dict[str, callable]): Name -> one step (e.g. forward +
+            backward), timed in this order within each round.
+        rounds (int): Timed rounds after the warm-up.
+        device (torch.device): Where the runs execute (CUDA: synchronised
+            around each call, peak memory per run from the allocator).
+        clock (callable): Seconds (``time.perf_counter``; tests pass a
+            stand-in).
+
+    Returns:
+        dict: per name: ``time`` (s, median of the rounds), ``times`` (each
+        round's), ``spread`` ((slowest - fastest) / median), ``peak`` (bytes
+        allocated above the start of its warm-up, CUDA only, else None);
+        and ``unreliable``: the names whose spread exceeds
+        ``RELIABLE_SPREAD``.
+    """
+    cuda = device.type == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    found = {name: dict(times=[], peak=None) for name in runs}
+    for name, fn in runs.items():  # warm-up, and the peak on a GPU
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        fn()
+        sync()
+        if cuda:
+            found[name]['peak'] = torch.cuda.max_memory_allocated(device) - \
+                base
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            sync()
+            start = clock()
+            fn()
+            sync()
+            found[name]['times'].append(clock() - start)
+    unreliable = []
+    for name, row in found.items():
+        times = sorted(row['times'])
+        row['time'] = times[len(times) // 2] if times else float('nan')
+        row['spread'] = ((times[-1] - times[0]) / row['time']
+                         if times and row['time'] > 0 else float('nan'))
+        if times and row['spread'] > RELIABLE_SPREAD:
+            unreliable.append(name)
+    return dict(runs=found, unreliable=unreliable)
 
 
 def run_isolated(cmd: List[str]) -> dict:

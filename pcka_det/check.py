@@ -45,7 +45,7 @@ from mmengine.runner import Runner, set_random_seed
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from .benchmark import measure
+from .benchmark import RELIABLE_SPREAD, measure_rounds
 from .checkpoint import load_weights
 from .cli import prepare_cfg
 from .datasets import padded_training_scale, validate_dataloaders
@@ -500,16 +500,17 @@ def _weight_key(loss: nn.Module) -> Optional[str]:
 
 def check_cost(report: Report, model: nn.Module, data: dict,
                device: torch.device, iters: int) -> None:
-    """Seconds per iteration and peak memory (:func:`measure`) of the
-    student alone, the distiller and the teacher's forward on the same
-    batch, and the schedule's projected time; fills ``report['cost']``.
+    """Seconds per iteration of the student alone, the distiller and the
+    teacher's forward on the same batch, timed interleaved in rounds
+    (:func:`~pcka_det.benchmark.measure_rounds`), peak memory per run on a
+    GPU, and the schedule's projected time; fills ``report['cost']``.
 
     Args:
         report (Report): The report to fill (its recipe first).
         model (nn.Module): A distiller or a plain detector.
         data (dict): A preprocessed batch (``inputs``, ``data_samples``).
         device (torch.device): Where the model runs.
-        iters (int): Timed iterations per row, after one warm-up.
+        iters (int): Timed rounds, after one warm-up of each run.
     """
     inputs, samples = data['inputs'], data['data_samples']
     distiller = isinstance(model, FeatureDistiller)
@@ -522,28 +523,25 @@ def check_cost(report: Report, model: nn.Module, data: dict,
             model.zero_grad(set_to_none=True)
         return run
 
-    rows = {}
-    runs = [('student alone', step(student.loss))]
+    runs = {'student alone': step(student.loss)}
     if distiller:
-        runs.append(('distiller', step(model.loss)))
+        runs['distiller'] = step(model.loss)
 
         def teacher_only():
             with model.recording():
                 model.teacher_features(inputs, samples)
-        runs.append(('teacher forward', teacher_only))
-    for name, fn in runs:
-        found = measure(fn, iters, device)
-        # on a CPU, memory the allocator kept from earlier steps hides the
-        # peak in one process (tools/benchmark/benchmark_overhead.py measures each
-        # run in a process of its own)
-        rows[name] = dict(seconds=found['time'],
-                          peak_mib=found['peak'] / 2**20
-                          if device.type == 'cuda' else None)
+        runs['teacher forward'] = teacher_only
+    found = measure_rounds(runs, iters, device)
+    rows = {name: dict(seconds=r['time'], spread=r['spread'],
+                       peak_mib=None if r['peak'] is None
+                       else r['peak'] / 2**20)
+            for name, r in found['runs'].items()}
     main = rows['distiller' if distiller else 'student alone']['seconds']
     recipe = report.data['recipe']
     schedule_iters = recipe['iterations']
     cost = dict(device=str(device), iterations_timed=iters,
                 batch=len(samples), rows=rows,
+                unreliable=found['unreliable'],
                 projected_hours=main * schedule_iters / 3600,
                 projected=f'{schedule_iters} iterations x {main:.3g} s = '
                 f'{_duration(main * schedule_iters)} at this '
@@ -554,6 +552,41 @@ def check_cost(report: Report, model: nn.Module, data: dict,
         cost['overhead'] = main / rows['student alone']['seconds']
         cost['teacher_share'] = rows['teacher forward']['seconds'] / main
     report['cost'] = cost
+
+
+def cost_notes(cost: dict) -> List[str]:
+    """What the cost figures can be trusted for: the ratios, the teacher's
+    share (never a part larger than its whole without the reason) and the
+    projection, with the spreads that make them unreliable.
+
+    Args:
+        cost (dict): ``report['cost']`` (:func:`check_cost`).
+
+    Returns:
+        list[str]: Lines for the report.
+    """
+    out = []
+    if 'overhead' in cost:
+        out.append(f'distiller / student {cost["overhead"]:.2f}x; teacher '
+                   f'forward {cost["teacher_share"]:.0%} of a distiller '
+                   'iteration')
+        if cost['teacher_share'] > 1:
+            out.append(
+                'the teacher\'s forward timed longer than the distiller '
+                'iteration that contains it: the machine\'s load changed '
+                'between runs; the ratios above are not reliable')
+    out.append(f'projected: {cost["projected"]}')
+    unreliable = cost.get('unreliable') or []
+    if unreliable:
+        spreads = ', '.join(
+            f'{name} {cost["rows"][name]["spread"]:.0%}'
+            for name in unreliable)
+        out.append(
+            f'unreliable: slowest and fastest round differ by more than '
+            f'{RELIABLE_SPREAD:.0%} of the median ({spreads}); another job '
+            'is likely sharing this machine: rerun when it is idle, or with '
+            'more --iters')
+    return out
 
 
 # ----------------------------------------------------------------- report
@@ -617,20 +650,17 @@ def render(data: dict) -> str:
                for r in data['step']])
     if 'cost' in data:
         cost = data['cost']
-        rows = [[name, f'{r["seconds"]:.3g}',
+        rows = [[name, f'{r["seconds"]:.3g}', f'{r["spread"]:.0%}',
                  '-' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}']
                 for name, r in cost['rows'].items()]
         table(f'Cost on {cost["device"]}, batch {cost["batch"]}: median of '
-              f'{cost["iterations_timed"]} iterations after a warm-up; '
+              f'{cost["iterations_timed"]} interleaved rounds after a '
+              'warm-up (spread: slowest - fastest round, of the median); '
               + ('peak memory allocated above the model\'s, in the warm-up'
                  if cost['device'].startswith('cuda') else 'peak memory: on '
                  'a GPU only; on a CPU see tools/benchmark/benchmark_overhead.py'),
-              ['run', 's/iter', 'peak MiB'], rows)
-        if 'overhead' in cost:
-            out.append(f'  distiller / student {cost["overhead"]:.2f}x; '
-                       f'teacher forward {cost["teacher_share"]:.0%} of a '
-                       'distiller iteration')
-        out.append(f'  projected: {cost["projected"]}')
+              ['run', 's/iter', 'spread', 'peak MiB'], rows)
+        out.extend(f'  {line}' for line in cost_notes(cost))
     table('Verdicts', ['', 'check', ''],
           [[v['status'], v['check'], v['message']] for v in data['verdicts']])
     fails = sum(v['status'] == FAIL for v in data['verdicts'])
