@@ -346,8 +346,12 @@ def teacher_ap_verdict(report: Report, found: Dict,
         teacher_ckpt (str, optional): The teacher checkpoint.
     """
     published = published_box_ap(teacher_ckpt)
-    measured = (found.get('metrics') or {}).get('coco/bbox_mAP')
-    if published is None or not isinstance(measured, (int, float)):
+    metrics = found.get('metrics')
+    if published is None or metrics is None or 'error' in metrics:
+        return
+    # mmdet's CocoMetric reports no AP at all when nothing was detected
+    measured = metrics.get('coco/bbox_mAP', 0.0)
+    if not isinstance(measured, (int, float)):
         return
     name, ap = published
     measured = 100 * measured
