@@ -5,8 +5,11 @@ three loss-weight factors chosen so that its distillation terms start at
 about 0.3x, 1x and 3x the detection loss (measured with
 ``pcka_det.check``'s training step on the trained teacher, at the
 config's weights), each trained on seed 0 and the best by validation AP
-kept; then the picked weight runs on every seed, as does the student
-alone. The table: per method the AP over seeds (mean, std, min-max), the
+kept. While the best sits at an edge of the grid, the grid extends past
+that edge by a factor of 3 (bracketing the optimum), up to terms of
+``CAP_RATIOS`` (0.03x to 30x the detection loss at the first step); a pick
+still at an edge there is marked in the table. Then the picked weight
+runs on every seed, as does the student alone. The table: per method the AP over seeds (mean, std, min-max), the
 paired difference to the student alone (same seed) with its 95 % t
 interval, and the AP50/75/s/m/l means; written to ``study.json`` with a
 figure of one point per seed.
@@ -28,7 +31,7 @@ import math
 import os.path as osp
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 # the demo's stages and cache, which every study run is
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
@@ -40,6 +43,11 @@ from study_stats import AP_KEYS, summarise  # noqa: E402
 
 # Distillation / detection loss ratios at the first step the grid aims at.
 TARGET_RATIOS = (0.3, 1.0, 3.0)
+# How far the grid may extend while its pick sits at an edge: terms of
+# 0.03x to 30x the detection loss at the first step (a factor 100 either
+# side of an equal pull), 3x per step.
+CAP_RATIOS = (0.03, 30.0)
+STEP = 3.0
 
 
 def parse_args(argv=None):
@@ -87,6 +95,45 @@ def factors(ratio: float, targets: Sequence[float] = TARGET_RATIOS
         digits = 1 - int(math.floor(math.log10(f)))
         out.append(round(f, digits))
     return out
+
+
+def _two_digits(f: float) -> float:
+    """``f`` rounded to two significant digits."""
+    return round(f, 1 - int(math.floor(math.log10(f))))
+
+
+def pick(tuning_ap: Dict[float, float]) -> float:
+    """The factor with the best seed-0 AP; a tie goes to the factor closest
+    to the config's weight (1)."""
+    return max(tuning_ap, key=lambda f: (tuning_ap[f], -abs(math.log(f))))
+
+
+def extension(tuning_ap: Dict[float, float], ratio: float,
+              cap: Sequence[float] = CAP_RATIOS) -> Optional[float]:
+    """The factor to train next, or None when the pick is bracketed.
+
+    Args:
+        tuning_ap (dict[float, float]): Seed-0 AP by factor, so far.
+        ratio (float): Distillation / detection loss at the first step, at
+            the config's weights (factor 1).
+        cap (tuple[float, float]): The lowest and highest first-step ratio
+            the grid may reach.
+
+    Returns:
+        float or None: ``STEP`` times the largest factor when the pick is
+        the largest, the smallest divided by ``STEP`` when it is the
+        smallest, unless that passes the cap; None otherwise.
+    """
+    best = pick(tuning_ap)
+    if best == max(tuning_ap):
+        f = _two_digits(best * STEP)
+        if f * ratio <= cap[1] * (1 + 1e-6):
+            return f
+    if best == min(tuning_ap):
+        f = _two_digits(best / STEP)
+        if f * ratio >= cap[0] * (1 - 1e-6):
+            return f
+    return None
 
 
 def weight_options(config: str, factor: float) -> Dict[str, float]:
@@ -155,17 +202,26 @@ def run_study(args, base, methods) -> dict:
     for method in methods:
         config = method_config(detector, method)
         ratio = first_step_ratio(base, config)
-        grid = factors(ratio)
         tuning = {}
-        for f in grid:
+        for f in factors(ratio):
             tuning[f] = metrics(f'{method}_x{f:g}_s0', config, 0,
                                 weight_options(config, f))
-        best = max(grid, key=lambda f: (tuning[f]['AP'], -abs(math.log(f))))
+        # extend past the edge the pick sits at, until bracketed or capped
+        aps = {f: r['AP'] for f, r in tuning.items()}
+        f = extension(aps, ratio)
+        while f is not None:
+            tuning[f] = metrics(f'{method}_x{f:g}_s0', config, 0,
+                                weight_options(config, f))
+            aps[f] = tuning[f]['AP']
+            f = extension(aps, ratio)
+        grid = sorted(tuning)
+        best = pick(aps)
         plan[method] = dict(config=config, first_step_ratio=ratio,
                             factors=grid,
                             tuning_ap={f'{f:g}': tuning[f]['AP']
                                        for f in grid},
                             picked=best,
+                            at_cap=best in (grid[0], grid[-1]),
                             options=weight_options(config, best))
         results[method] = {0: tuning[best]}
         for seed in args.seeds:
@@ -213,15 +269,21 @@ def format_table(study: dict) -> str:
                       + (' *' if diff['beyond_spread'] else ''))
         held_out = row.get('vs_baseline_held_out')
         held_out = '-' if held_out is None else f'{held_out["mean"]:+.2f}'
+        at_cap = study['plan'].get(method, {}).get('at_cap')
+        weight = '-' if picked is None else f'{picked:g}' + (
+            '^' if at_cap else '')
         lines.append(
             f'{METHODS.get(method, method):<10}'
-            f'{"-" if picked is None else f"{picked:g}":>9}'
+            f'{weight:>9}'
             f'{ap["mean"]:>9.2f}{ap["std"]:>6.2f}'
             f'{ap["min"]:>6.1f}-{ap["max"]:<6.1f}{versus:>26}'
             f'{held_out:>9}'
             + ''.join(f'{row["means"].get(k, float("nan")):>7.1f}'
                       for k in AP_KEYS[1:]))
     lines.append('* the interval excludes 0: larger than the seed spread')
+    lines.append(f'^ the pick is at an edge of its grid, extended to the cap '
+                 f'({CAP_RATIOS[0]:g}x-{CAP_RATIOS[1]:g}x the detection '
+                 'loss at the first step): not bracketed')
     lines.append('seeds>0: mean difference without the tuning seed (whose '
                  'distilled run is the best of the grid)')
     return '\n'.join(lines)

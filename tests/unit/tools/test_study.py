@@ -85,6 +85,24 @@ def test_factors_place_the_grid_by_hand():
         study.factors(0.0)
 
 
+def test_grid_extends_past_the_edge_of_its_pick_up_to_the_cap():
+    # ratio 1: factors are first-step ratios; cap 0.03x-30x
+    assert study.extension({0.3: 8.0, 1.0: 8.5, 3.0: 9.0}, 1.0) == 9.0
+    assert study.extension({0.3: 9.0, 1.0: 8.5, 3.0: 8.0}, 1.0) == 0.1
+    assert study.extension({0.3: 8.0, 1.0: 9.0, 3.0: 8.5}, 1.0) is None
+    # 9 -> 27 (27x the detection loss, under 30x); 81x is past the cap
+    assert study.extension({3.0: 8.0, 9.0: 9.0}, 1.0) == 27.0
+    assert study.extension({9.0: 8.0, 27.0: 9.0}, 1.0) is None
+    # 0.1 -> 0.033 (0.033x), then 0.011x is below the 0.03x cap
+    assert study.extension({0.1: 9.0, 0.3: 8.0}, 1.0) == 0.033
+    assert study.extension({0.033: 9.0, 0.1: 8.0}, 1.0) is None
+    # the cap is on the ratio, not the factor: at ratio 10, 3 -> 9 would
+    # be 90x the detection loss
+    assert study.extension({1.0: 8.0, 3.0: 9.0}, 10.0) is None
+    # a tie between edges goes to the factor closest to 1 (not an edge)
+    assert study.pick({0.3: 9.0, 1.0: 9.0, 3.0: 9.0}) == 1.0
+
+
 def test_weight_options_scale_every_loss():
     pkd = study.weight_options(study.method_config('retinanet', 'pkd'), 0.5)
     assert pkd == {f'model.distill_losses.pkd_p{i}.loss.loss_weight': 3.0
@@ -156,6 +174,9 @@ FAKE_AP = {
     'student': 0.080, 'student_s1': 0.090, 'student_s2': 0.085,
     # PCKA's grid at ratio 1.0: factors 0.3, 1, 3; the best is 3
     'pcka_x0.3_s0': 0.081, 'pcka_x1_s0': 0.070, 'pcka_x3_s0': 0.095,
+    # 3 is the grid's top edge: the grid extends to 9, which is worse, so
+    # 3 is bracketed and kept
+    'pcka_x9_s0': 0.085,
     'pcka_x3_s1': 0.100, 'pcka_x3_s2': 0.092,
     # PKD's grid at ratio 2.0: factors 0.15, 0.5, 1.5; 0.15 and 0.5 tie,
     # 0.5 is kept (closer to the config's weight)
@@ -189,8 +210,9 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
                                                     .split('_')[0]])
     out = study.run_study(args, base, methods)
     assert [n for n, _, _ in launched] == list(FAKE_AP)
-    assert out['plan']['pcka']['factors'] == [0.3, 1.0, 3.0]
+    assert out['plan']['pcka']['factors'] == [0.3, 1.0, 3.0, 9.0]
     assert out['plan']['pcka']['picked'] == 3.0
+    assert out['plan']['pcka']['at_cap'] is False
     assert out['plan']['pkd']['factors'] == [0.15, 0.5, 1.5]
     assert out['plan']['pkd']['picked'] == 0.5
     # the seeds run at the picked weight: PCKA's default 1 x 3 and PKD's
@@ -215,9 +237,14 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
     printed = study.format_table(out).splitlines()
     assert printed[3].split()[:3] == ['PCKA', '3', '9.57']
     assert '+1.07 [' in printed[3] and '+0.85' in printed[3]
-    # 1 teacher and 13 stages of 60 s
-    assert out['train_time_s']['total'] == pytest.approx(100 + 13 * 60)
-    assert len(out['train_time_s']['stages']) == 14
+    # 1 teacher and 14 stages of 60 s
+    assert out['train_time_s']['total'] == pytest.approx(100 + 14 * 60)
+    assert len(out['train_time_s']['stages']) == 15
+    assert '^' not in printed[3]
+    capped = dict(out, plan=dict(out['plan'], pcka=dict(
+        out['plan']['pcka'], at_cap=True)))
+    assert study.format_table(capped).splitlines()[3].split()[:2] == [
+        'PCKA', '3^']
     # a rerun trains nothing and gives the same table
     again = study.run_study(args, base, methods)
     assert len(launched) == len(FAKE_AP)
