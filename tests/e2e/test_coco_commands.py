@@ -228,17 +228,15 @@ def test_train_faster_rcnn(hub_cache, coco_root, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('config', [
-    RETINA,
-    # a two-stage teacher (P2-P6) for the same student: per-side levels
-    'configs/pcka/faster_rcnn_r101_retina_r50.py'])
-def test_check_reports_the_random_teacher(hub_cache, coco_root, tmp_path,
-                                          config):  # noqa: F811
-    """``tools/check.py configs/pcka/retina_r101_r50.py`` offline (and the
-    Faster R-CNN R101 -> RetinaNet R50 pair): the cached teacher URL holds
-    random weights, and the check says so (exit 1, the teacher's recall
-    fails, its box AP far below the model zoo's is a warning); levels, one
-    step and the recipe pass."""
+def test_check_retina_reports_the_random_teacher(hub_cache, coco_root,
+                                                 tmp_path):  # noqa: F811
+    """``tools/check.py configs/pcka/retina_r101_r50.py`` offline: the
+    cached teacher URL holds random weights, and the check says so (exit
+    1, the teacher's recall fails, its box AP far below the model zoo's is
+    a warning); levels, one step and the recipe pass. (The Faster R-CNN
+    R101 -> RetinaNet R50 pair passed the same test on 2026-12-02, 31 s
+    alone; it left the suite for time.)"""
+    config = RETINA
     hub_cache.fill([config])
     out_json = tmp_path / 'check.json'
     out = run_tool([sys.executable, 'tools/check.py', config,

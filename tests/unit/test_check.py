@@ -350,3 +350,25 @@ def test_misspelled_hook_fails_before_anything_is_built(tiny_coco,
     report = check(tiny_coco, toy_teacher_ckpt, config=str(config))
     assert 'EMAHok' in verdicts(report)['config']
     assert 'recipe' not in report
+
+
+def test_teacher_that_detects_nothing_gets_its_ap_verdict():
+    """mmdet's CocoMetric reports no AP at all when nothing was detected (a
+    random Faster R-CNN teacher scores every box under its threshold): that
+    is an AP of 0, far below the model zoo's, not a missing verdict."""
+    from pcka_det.check import Report, teacher_ap_verdict
+    url = ('https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/'
+           'faster_rcnn_r101_fpn_2x_coco/faster_rcnn_r101_fpn_2x_coco_bbox_'
+           'mAP-0.398_20200504_210455-1d2dac9c.pth')
+    report = Report('teacher.py')
+    teacher_ap_verdict(report, dict(metrics={}, images=4), url)
+    [verdict] = report.data['verdicts']
+    assert verdict['check'] == 'teacher AP' and verdict['status'] == 'WARN'
+    assert verdict['message'].startswith(
+        'box AP 0.0 on 4 images, the model zoo lists 39.8 for '
+        'faster-rcnn_r101_fpn_2x_coco on COCO val')
+    # an evaluation that failed says so elsewhere: no AP verdict from it
+    report = Report('teacher.py')
+    teacher_ap_verdict(report, dict(metrics=dict(error='ValueError: x'),
+                                    images=4), url)
+    assert report.data['verdicts'] == []
