@@ -54,8 +54,8 @@ IMAGE_SIZE = (320, 1088)
 # tail on the student's features to the step: those configs step at fewer
 # pixels, as few as keep every check meaningful. 128 rows leave P6 2x17
 # cells (two 16-cell patches for the stacked PCKA levels) and P7 1x9; without
-# PCKA levels a quarter of the pixels, 160x544 (P7 2x5).
-HEAD_LEVEL_SIZES = dict(with_pcka=(128, 1088), alone=(160, 544))
+# PCKA levels 128x384 (P3 16x48, P7 1x3).
+HEAD_LEVEL_SIZES = dict(with_pcka=(128, 1088), alone=(128, 384))
 
 
 def image_size(model) -> tuple:

@@ -341,7 +341,13 @@ def test_teacher_head_runs_only_for_a_head_level():
     calls = _count_calls([head.retina_cls])
     model(**data, mode='loss')
     assert len(calls) == 5 * 2  # its own predictions, then the tail's
-    # a stopped schedule runs no teacher at all
+    # a schedule scales the head terms, and once stopped runs no teacher
+    full = model(**data, mode='loss')
+    model.distill_scale = 0.25
+    scaled = model(**data, mode='loss')
+    assert len(head_keys(full)) == 10
+    for key in head_keys(full):
+        torch.testing.assert_close(scaled[key], 0.25 * full[key])
     calls.clear()
     model.distill_scale = 0.0
     losses = model(**data, mode='loss')
@@ -408,12 +414,8 @@ def test_self_distillation_has_nothing_to_teach():
         anchor_generator=dict(octave_base_scale=4)))), 'anchors'),
     (dict(student=dict(bbox_head=dict(bbox_coder=dict(
         target_stds=[0.1, 0.1, 0.2, 0.2])))), 'bbox_coder'),
-    (dict(student='pcka_det::toy/fcos_thin-r18_toy.py',
-          teacher='pcka_det::toy/fcos_r18_toy.py'),
+    (dict(student='fcos', teacher='fcos'),
      'FCOS is not supported by head levels: it has no anchors'),
-    (dict(student='pcka_det::toy/faster_rcnn_thin-r18_toy.py',
-          teacher='pcka_det::toy/faster_rcnn_r18_toy.py'),
-     'single-stage detectors with a dense bbox_head'),
     (dict(loss='CrossKDGFLLoss'),
      r"a RetinaHead head level takes loss=dict\(type='CrossKDLoss'\)"),
     (dict(loss='PatchCKALoss'), 'a feature loss: drop head_conv'),
@@ -423,14 +425,30 @@ def test_self_distillation_has_nothing_to_teach():
 ])
 def test_what_does_not_fit_is_refused(overrides, match):
     for side in ('student', 'teacher'):
-        if isinstance(overrides.get(side), str):  # another pair
-            overrides[side] = model_cfg(overrides[side])
+        toy = STUDENT if side == 'student' else TEACHER
+        if overrides.get(side) == 'fcos':  # the toy pair with FCOS's head
+            cfg = model_cfg(toy)
+            cfg.update(type='FCOS', bbox_head=dict(
+                type='FCOSHead', num_classes=6, in_channels=128,
+                feat_channels=128, stacked_convs=2,
+                norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)))
+            cfg.pop('train_cfg')
+            overrides[side] = cfg
         elif isinstance(overrides.get(side), dict):  # the toy one, changed
-            overrides[side] = model_cfg(
-                STUDENT if side == 'student' else TEACHER,
-                **overrides[side]['bbox_head'])
+            overrides[side] = model_cfg(toy, **overrides[side]['bbox_head'])
     with pytest.raises(ValueError, match=match):
         distiller(**overrides)
+
+
+def test_two_stage_detectors_are_refused():
+    from torch import nn
+
+    from pcka_det.models.cross_head import head_kind
+    two_stage = nn.Module()
+    two_stage.roi_head = nn.Module()  # Faster R-CNN: no dense bbox_head
+    with pytest.raises(ValueError, match='single-stage detectors with a '
+                       'dense bbox_head .* the student is a Module'):
+        head_kind(two_stage, 'student', 'distill_losses.crosskd')
 
 
 # ---------------------------------------------- training controls, terms
@@ -466,11 +484,3 @@ def test_nonfinite_head_term_is_skipped_named_and_streaked(monkeypatch):
         model(**data, mode='loss')
 
 
-def test_schedule_scales_the_head_terms():
-    model = distiller()
-    data = model.data_preprocessor(demo_batch(num_classes=6), True)
-    full = model(**data, mode='loss')
-    model.distill_scale = 0.25
-    scaled = model(**data, mode='loss')
-    for key in head_keys(full):
-        torch.testing.assert_close(scaled[key], 0.25 * full[key])
