@@ -25,7 +25,7 @@ model = dict(
         crosskd=dict(
             head_conv=3,
             loss=dict(type='CrossKDGFLLoss', cls_weight=1.0, ld_weight=3.0,
-                      giou_weight=2.0, beta=1.0, temperature=1.0))))
+                      giou_weight=2.0))))
 
 # What runs, declared here (see ./crosskd_retina_r101_r50.py).
 train_cfg = dict(type='ExactResumeEpochBasedTrainLoop')

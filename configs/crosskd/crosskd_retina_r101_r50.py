@@ -23,8 +23,8 @@ model = dict(
     distill_losses=dict(
         crosskd=dict(
             head_conv=3,
-            loss=dict(type='CrossKDLoss', cls_weight=1.0, giou_weight=1.0,
-                      beta=1.0))))
+            loss=dict(type='CrossKDLoss', cls_weight=1.0,
+                      giou_weight=1.0))))
 
 # What runs, declared here (pcka_det.engine), not in _base_/distill_runtime.py
 # (the student's config sets these keys too, and MMEngine refuses a key that

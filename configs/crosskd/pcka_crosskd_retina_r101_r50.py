@@ -11,5 +11,5 @@ model = dict(
     distill_losses=dict(
         crosskd=dict(
             head_conv=3,
-            loss=dict(type='CrossKDLoss', cls_weight=1.0, giou_weight=1.0,
-                      beta=1.0))))
+            loss=dict(type='CrossKDLoss', cls_weight=1.0,
+                      giou_weight=1.0))))

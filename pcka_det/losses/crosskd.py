@@ -241,9 +241,6 @@ CONTRACT = declare(Contract(
         Option('giou_weight', 'float', 1.0, 'weight of the GIoU box term '
                '(box weight: the teacher\'s top class probability)', low=0,
                examples=(2.0, )),
-        Option('beta', 'float', 1.0, 'exponent of the focal factor '
-               '|sigmoid(cross) - sigmoid(teacher)|', low=0,
-               examples=(2.0, )),
     ),
     rules=(Rule('trains-something', 'a level with every weight 0 is '
                 'refused: it trains nothing', _trains_something), )))
@@ -251,25 +248,26 @@ CONTRACT = declare(Contract(
 
 @MODELS.register_module()
 class CrossKDLoss(nn.Module):
-    """CrossKD's losses for a RetinaNet (or ATSS) head level.
+    """CrossKD's losses for a RetinaNet (or ATSS) head level: the
+    official recipe's forms, the focal exponent beta at its 1.
 
     Args:
         cls_weight (float): Weight of the classification term.
         giou_weight (float): Weight of the GIoU box term.
-        beta (float): Exponent of the focal factor.
     """
 
-    def __init__(self, cls_weight: float = 1.0, giou_weight: float = 1.0,
-                 beta: float = 1.0) -> None:
+    beta = 1.0
+
+    def __init__(self, cls_weight: float = 1.0,
+                 giou_weight: float = 1.0) -> None:
         validate('CrossKDLoss', dict(cls_weight=cls_weight,
-                                     giou_weight=giou_weight, beta=beta),
+                                     giou_weight=giou_weight),
                  'CrossKDLoss')
         super().__init__()
         self.cls_weight = validate_weight('CrossKDLoss', 'cls_weight',
                                           cls_weight)
         self.giou_weight = validate_weight('CrossKDLoss', 'giou_weight',
                                            giou_weight)
-        self.beta = float(beta)
 
     def forward(self, preds: CrossHeadPredictions
                 ) -> Tuple[List[Tensor], List[Tensor]]:
@@ -286,7 +284,7 @@ class CrossKDLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'cls_weight={self.cls_weight}, giou_weight='
-                f'{self.giou_weight}, beta={self.beta}')
+                f'{self.giou_weight}')
 
 
 CONTRACT_GFL = declare(Contract(
@@ -301,9 +299,6 @@ CONTRACT_GFL = declare(Contract(
                'the box distributions, summed over the bins', low=0),
         Option('giou_weight', 'float', 2.0, 'weight of the GIoU box term',
                low=0),
-        Option('beta', 'float', 1.0, 'exponent of the focal factor', low=0),
-        Option('temperature', 'float', 1.0, 'softmax temperature of the '
-               'box distributions', low=1e-6),
     ),
     rules=(Rule('trains-something', 'a level with every weight 0 is '
                 'refused: it trains nothing', _trains_something), )))
@@ -312,29 +307,27 @@ CONTRACT_GFL = declare(Contract(
 @MODELS.register_module()
 class CrossKDGFLLoss(nn.Module):
     """CrossKD's losses for a GFL head level (the official GFL recipe's
-    defaults).
+    weights as defaults; its focal exponent beta and KL temperature T at
+    their 1).
 
     Args:
         cls_weight (float): Weight of the classification term.
         ld_weight (float): Weight of the KL term of the box distributions.
         giou_weight (float): Weight of the GIoU term.
-        beta (float): Exponent of the focal factor.
-        temperature (float): Softmax temperature of the distributions.
     """
 
+    beta = 1.0
+    temperature = 1.0
+
     def __init__(self, cls_weight: float = 1.0, ld_weight: float = 3.0,
-                 giou_weight: float = 2.0, beta: float = 1.0,
-                 temperature: float = 1.0) -> None:
+                 giou_weight: float = 2.0) -> None:
         validate('CrossKDGFLLoss', dict(
             cls_weight=cls_weight, ld_weight=ld_weight,
-            giou_weight=giou_weight, beta=beta, temperature=temperature),
-            'CrossKDGFLLoss')
+            giou_weight=giou_weight), 'CrossKDGFLLoss')
         super().__init__()
         self.cls_weight = float(cls_weight)
         self.ld_weight = float(ld_weight)
         self.giou_weight = float(giou_weight)
-        self.beta = float(beta)
-        self.temperature = float(temperature)
 
     def forward(self, preds: CrossHeadPredictions
                 ) -> Tuple[List[Tensor], List[Tensor]]:
@@ -352,5 +345,4 @@ class CrossKDGFLLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'cls_weight={self.cls_weight}, ld_weight={self.ld_weight}, '
-                f'giou_weight={self.giou_weight}, beta={self.beta}, '
-                f'temperature={self.temperature}')
+                f'giou_weight={self.giou_weight}')

@@ -160,6 +160,9 @@ class FeatureDistiller(BaseModel):
             teacher_channels_last=teacher_channels_last,
             log_alignment_interval=log_alignment_interval,
             allow_random_teacher=allow_random_teacher, init_cfg=init_cfg))
+        # the levels are refused before the detectors are built (seconds);
+        # _build_losses parses them again beside the built recorders
+        parse_levels(distill_losses or {}, (recorders or dict(neck='neck')))
         student_model = build_detector(student)
         super().__init__(
             data_preprocessor=student_model.data_preprocessor,

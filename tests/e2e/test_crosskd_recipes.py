@@ -22,7 +22,7 @@ RETINA = dict(
     teacher_ckpt=ZOO + 'retinanet/retinanet_r101_fpn_2x_coco/'
     'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     head=dict(head_conv=3, loss=dict(type='CrossKDLoss', cls_weight=1.0,
-                                     giou_weight=1.0, beta=1.0)),
+                                     giou_weight=1.0)),
     epochs=24, milestones=[16, 22])
 GFL = dict(
     student='mmdet::gfl/gfl_r50_fpn_1x_coco.py',
@@ -31,7 +31,7 @@ GFL = dict(
     'gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth',
     head=dict(head_conv=3, loss=dict(
         type='CrossKDGFLLoss', cls_weight=1.0, ld_weight=3.0,
-        giou_weight=2.0, beta=1.0, temperature=1.0)),
+        giou_weight=2.0)),
     epochs=12, milestones=[8, 11])
 
 
