@@ -119,13 +119,14 @@ def worker(args) -> None:
         fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
     elif kind in ('loss', 'alignment'):
         processed = distiller.data_preprocessor(data, True)
-        # the features recorded once, as a training step records them
+        # the features recorded once, as a training step records them; a
+        # head level's terms (CrossKD) are timed in the distiller row only
         _, recorded = distiller.record(
             processed['inputs'], processed['data_samples'],
-            student_forward=lambda: distiller.student.loss(
-                processed['inputs'], processed['data_samples']))
+            detection_loss=True)
         pairs = [(name, s.detach().requires_grad_(), t)
-                 for name, (s, t) in recorded.items()]
+                 for name, (s, t) in recorded.items()
+                 if not distiller.levels[name].is_head]
 
         def fn():
             if kind == 'alignment':
