@@ -88,6 +88,14 @@ def pair(family):
                 head_conv=k), classes
 
 
+def vary_scales(model):
+    """GFL/ATSS: the teacher's per-level box ``Scale`` away from its initial
+    1, so that one applied wrongly (or not) shows."""
+    for level, scale in enumerate(getattr(model.teacher.bbox_head, 'scales',
+                                          [])):
+        scale.scale.data.fill_(0.5 + 0.25 * level)
+
+
 def uneven_batch(model, num_classes):
     """Two images of different sizes: the smaller one's anchors beyond its
     own padded shape get label weight 0."""
@@ -257,6 +265,7 @@ def test_head_terms_equal_the_float64_reference(family):
     args, classes = pair(family)
     k = args['head_conv']
     model = distiller(**args)
+    vary_scales(model)
     data = uneven_batch(model, classes)
     student64 = copy.deepcopy(model.student).double()
     teacher64 = copy.deepcopy(model.teacher).double()
@@ -389,7 +398,8 @@ def test_self_distillation_has_nothing_to_teach():
         args, classes = pair(family)
         args['student'] = args['teacher']
         model = distiller(**args, inherit=('backbone', 'neck', 'bbox_head'))
-        model.init_weights()
+        vary_scales(model)
+        model.init_weights()  # the student inherits them
         # the student's BN on its running statistics, as the teacher's
         model.eval()
         data = uneven_batch(model, classes)
