@@ -481,6 +481,8 @@ def test_nonfinite_head_term_is_skipped_named_and_streaked(monkeypatch):
     streaks = model.nonfinite_streaks()
     assert streaks['crosskd_cls_p3'] == 1
     assert sum(streaks.values()) == 1 and len(streaks) == 10
+    # what NonFiniteGuardHook reads, by the same names
+    assert model.nonfinite_peaks() == streaks
     model.zero_grad(set_to_none=True)
     model.parse_losses(losses)[0].backward()
     grads = [p.grad for p in model.student.parameters()
