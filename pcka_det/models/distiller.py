@@ -566,7 +566,10 @@ class FeatureDistiller(BaseModel):
         # the teacher runs what the student runs: backbone and neck for
         # extract_feat, its heads too for a full forward that a head level
         # records
-        with_head = student_forward is not None and self.records_heads
+        # the student's heads run in a training step (detection_loss) or a
+        # forward of the caller's: the teacher's then run too if recorded
+        with_head = (student_forward is not None or detection_loss) and \
+            self.records_heads
         head = self.head_level
         # the dense heads' outputs of a head level (None: not run)
         heads: List[Optional[HeadOutputs]] = [None, None]

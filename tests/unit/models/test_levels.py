@@ -127,7 +127,7 @@ def test_record_per_call_picks_the_call():
         distill_losses={
             f'head{k}': dict(recorder='head', index=k, loss=PCKA,
                              connector=dict(type='ConvConnector',
-                                            in_channels=32,
+                                            in_channels=128,
                                             out_channels=128))
             for k in (0, 1)})
     data = model.data_preprocessor(demo_batch(num_classes=6), True)
@@ -145,6 +145,10 @@ def test_record_per_call_picks_the_call():
         torch.testing.assert_close(s, seen[('student', 'head')][k])
         torch.testing.assert_close(t, seen[('teacher', 'head')][k])
     assert pairs['head0'][0].shape[-1] == 2 * pairs['head1'][0].shape[-1]
+    # and a training step records and trains them (the teacher's heads run)
+    losses = model(**data, mode='loss')
+    for k in (0, 1):
+        assert torch.isfinite(losses[f'loss_head{k}'])
 
 
 def test_record_names_the_level_of_a_bad_index():
