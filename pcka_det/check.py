@@ -565,7 +565,9 @@ def check_cost(report: Report, model: nn.Module, data: dict,
 
         def teacher_only():
             with model.recording():
-                model.teacher_features(inputs, samples)
+                feats = model.teacher_features(inputs, samples)
+                if model.cross_head is not None:  # a head level's too
+                    model.teacher_head(feats)
         runs.append(('teacher forward', teacher_only))
     for name, fn in runs:
         found = measure(fn, iters, device)
