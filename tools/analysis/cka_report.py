@@ -140,6 +140,9 @@ def collect(args) -> dict:
     cfg.model.teacher_ckpt = args.teacher_ckpt
     distiller = MODELS.build(cfg.model).to(args.device).eval()
     specs = level_patches(distiller, args.patch_size)
+    if not specs:
+        raise ValueError(f'{args.config} distils no feature map (its head '
+                         'level pairs predictions): nothing to compare.')
     students = {}
     for label, path in zip(args.labels, args.student_ckpt):
         load_student_weights(distiller.student, path)
