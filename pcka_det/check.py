@@ -120,7 +120,7 @@ def _type_name(cfg) -> str:
 def _loss_text(loss: nn.Module) -> str:
     parts = [type(loss).__name__]
     for attr in ('intra_weight', 'inter_weight', 'loss_weight', 'tau',
-                 'patch_size'):
+                 'patch_size', 'cls_weight', 'giou_weight', 'ld_weight'):
         value = getattr(loss, attr, None)
         if value is not None and not (attr == 'loss_weight' and value == 1):
             parts.append(f'{attr.replace("_weight", "")} {value:g}')
@@ -218,9 +218,10 @@ def check_levels(report: Report, cfg: Config,
         report.verdict('levels', FAIL, str(e))
         return False
     for level in levels:
-        level['loss'] = _loss_text(model.distill_losses[level['name']])
-        level['connector'] = type(model.connectors[level['name']]).__name__ \
-            if level['name'] in model.connectors else None
+        key = level.get('level', level['name'])  # a head level's rows
+        level['loss'] = _loss_text(model.distill_losses[key])
+        level['connector'] = type(model.connectors[key]).__name__ \
+            if key in model.connectors else None
     report['levels'] = levels
     if 'assumed' in source:
         report.verdict('levels', WARN, f'{source}: the levels were checked '
@@ -402,12 +403,24 @@ def level_verdict(loss: float, ratio: float, nonfinite: bool
     return None
 
 
+def head_level_modules(conv: int) -> List[str]:
+    """The student modules a head level's gradient enters by: its head
+    convs up to conv ``conv`` in both towers, or the neck for 0."""
+    if conv == 0:
+        return ['neck']
+    return [f'bbox_head.{tower}.{j}' for tower in ('cls_convs', 'reg_convs')
+            for j in range(conv)]
+
+
 def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     """One training step's losses and the gradients they send to the
-    student's distilled modules (the recorded ones: the neck, usually),
-    per level; fills ``report['step']`` and adds a
-    verdict per broken level (:func:`level_verdict`) or for a teacher that
-    received gradient.
+    student's distilled modules (the recorded ones: the neck, usually; a
+    head level's: its head convs up to conv k), per level; fills
+    ``report['step']`` and adds a verdict per broken level
+    (:func:`level_verdict`) or for a teacher that received gradient. A
+    head level has a row per term (``<name>_cls_p3``, ...) and one for
+    their sum (``<name>``), which the ratio band judges; a non-finite term
+    fails on its own.
 
     Args:
         report (Report): The report to fill.
@@ -415,12 +428,15 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
         data (dict): A preprocessed batch (``inputs``, ``data_samples``).
     """
     model.train()
-    # the modules whose outputs are distilled (the neck, usually): where
-    # the distillation gradient enters the student and meets the
-    # detection loss's (further back it is only mixed, and costs a
-    # backward through the backbone per level)
-    recorded = dict.fromkeys(model.student_recorders[level.recorder].source
-                             for level in model.levels.values())
+    # the modules whose outputs are distilled (the neck, usually; for a
+    # head level the student's head convs up to conv k): where the
+    # distillation gradient enters the student and meets the detection
+    # loss's (further back it is only mixed, and costs a backward through
+    # the backbone per level)
+    recorded = dict.fromkeys(
+        path for level in model.levels.values()
+        for path in (head_level_modules(level.head_conv) if level.is_head
+                     else [model.student_recorders[level.recorder].source]))
     params = list(dict.fromkeys(
         p for path in recorded
         for p in get_module(model.student, path, 'student').parameters()
@@ -437,7 +453,8 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
             'distil from a stronger teacher to gain.')
     losses = model.loss(data['inputs'], data['data_samples'])
     nonfinite = model.nonfinite_streaks()  # zeroed by nonfinite='skip'
-    keys = {name: level.log_keys[0] for name, level in model.levels.items()}
+    # every term (a feature level; a head level's per-FPN-level terms)
+    keys = {term: key for term, (_, key) in model.terms.items()}
     # the detection terms, summed as the optimizer step sums them
     det = model.parse_losses({k: v for k, v in losses.items()
                               if k not in keys.values()})[0]
@@ -445,22 +462,41 @@ def check_step(report: Report, model: FeatureDistiller, data: dict) -> None:
     det_grad = grad_norm(det, params)
     rows = [dict(name='detection', loss=det_value, ratio=1.0,
                  grad=det_grad, grad_ratio=1.0)]
-    for name, key in keys.items():
-        value = losses[key]
+
+    def row(name, value):
         loss = float(value.detach())
         grad = grad_norm(value, params)
         ratio = loss / det_value if det_value else math.inf
         rows.append(dict(name=name, loss=loss, ratio=ratio, grad=grad,
                          grad_ratio=grad / det_grad if det_grad else math.inf))
-        problem = level_verdict(loss, ratio, nonfinite.get(name, 0) > 0)
-        if problem and same and not nonfinite.get(name, 0):
+        return loss, ratio
+
+    def verdict(name, level, loss, ratio, bad):
+        problem = level_verdict(loss, ratio, bad)
+        if problem and same and not bad:
             problem = None  # 0 by construction, said once below
         if problem:
-            weight = _weight_key(model.distill_losses[name])
+            weight = _weight_key(model.distill_losses[level])
             report.verdict(f'step {name}', FAIL, f'loss {loss:.4g} '
                            f'(detection {det_value:.4g}): {problem}'
-                           + (f' (model.distill_losses.{name}.loss.{weight})'
+                           + (f' (model.distill_losses.{level}.loss.{weight})'
                               if weight and 'weight' in problem else ''))
+
+    for name, level in model.levels.items():
+        if not level.is_head:
+            loss, ratio = row(name, losses[keys[name]])
+            verdict(name, name, loss, ratio, nonfinite.get(name, 0) > 0)
+            continue
+        # a head level: a row per term, then its sum, which the ratio band
+        # judges (one FPN level's share may be small by nature)
+        terms = [t for t, (lv, _) in model.terms.items() if lv == name]
+        for term in terms:
+            loss, ratio = row(term, losses[keys[term]])
+            if nonfinite.get(term, 0) or not math.isfinite(loss):
+                verdict(term, name, loss, ratio, True)
+        loss, ratio = row(name, sum(losses[keys[t]] for t in terms))
+        verdict(name, name, loss, ratio, any(
+            nonfinite.get(t, 0) for t in terms))
     distill = sum(losses[k] for k in keys.values())
     total = float(distill.detach())
     grad = grad_norm(distill, params)
@@ -496,7 +532,7 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 def _weight_key(loss: nn.Module) -> Optional[str]:
     """The argument that weights a distillation loss."""
-    for key in ('intra_weight', 'loss_weight'):
+    for key in ('intra_weight', 'loss_weight', 'cls_weight'):
         if getattr(loss, key, None) is not None:
             return key
     return None
@@ -533,7 +569,9 @@ def check_cost(report: Report, model: nn.Module, data: dict,
 
         def teacher_only():
             with model.recording():
-                model.teacher_features(inputs, samples)
+                feats = model.teacher_features(inputs, samples)
+                if model.cross_head is not None:  # a head level's too
+                    model.teacher_head(feats)
         runs['teacher forward'] = teacher_only
     found = measure_rounds(runs, iters, device)
     rows = {name: dict(seconds=r['time'], spread=r['spread'],

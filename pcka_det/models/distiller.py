@@ -1,5 +1,6 @@
 """A frozen teacher distilled into a trainable student, as one mmdet model."""
 import copy
+import dataclasses
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -8,11 +9,13 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
+from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from ..checkpoint import load_weights
 from ..losses.patch_cka import fitting_patch_size, patch_cka, patch_count
 from ..options import REQUIRED, Contract, Option, declare, validate
 from .builder import build_detector, smaller_teacher_warning
+from .cross_head import CrossHead, HeadOutputs, head_log_keys, head_terms
 from .levels import DistillLevel, FeaturePairs, parse_levels
 from .recorders import (ModuleOutputRecorder, get_module, recorder_sources,
                         recording)
@@ -103,7 +106,12 @@ class FeatureDistiller(BaseModel):
             train the plain student config). Student and teacher features
             of a level must have the same spatial size; ``resize`` set to
             ``'bilinear'`` (or ``'nearest'``) resizes the student's to the
-            teacher's instead, for those who mean it.
+            teacher's instead, for those who mean it. An entry with
+            ``head_conv=k`` (and ``loss=dict(type='CrossKDLoss')``, or
+            ``'CrossKDGFLLoss'`` for GFL) is a *head level*: CrossKD on the
+            dense heads (:mod:`~pcka_det.models.cross_head`), logged as
+            ``loss_<name>_cls_p3``, ``loss_<name>_box_p3``, ... per FPN
+            level; at most one, beside any feature levels.
         nonfinite (str): What to do when a distillation loss is NaN/Inf:
             ``'skip'`` (drop it for this step, warn) or ``'raise'``.
         predict_with (str): ``'student'`` (default) or ``'teacher'``: the
@@ -152,6 +160,9 @@ class FeatureDistiller(BaseModel):
             teacher_channels_last=teacher_channels_last,
             log_alignment_interval=log_alignment_interval,
             allow_random_teacher=allow_random_teacher, init_cfg=init_cfg))
+        # the levels are refused before the detectors are built (seconds);
+        # _build_losses parses them again beside the built recorders
+        parse_levels(distill_losses or {}, (recorders or dict(neck='neck')))
         student_model = build_detector(student)
         super().__init__(
             data_preprocessor=student_model.data_preprocessor,
@@ -223,6 +234,8 @@ class FeatureDistiller(BaseModel):
             for level in parse_levels(cfg, self.student_recorders)}
         self.distill_losses = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
+        # the head level's pairing of the dense heads (None: none)
+        self.cross_head: Optional[CrossHead] = None
         for name, level in self.levels.items():
             key = f'distill_losses.{name}'
             try:
@@ -231,6 +244,53 @@ class FeatureDistiller(BaseModel):
                 raise type(e)(f'{key}.loss: {e}') from e
             if level.connector is not None:
                 self.connectors[name] = MODELS.build(level.connector)
+            if level.is_head:
+                self._build_head_level(level, key)
+        # every logged term: term name -> (level name, log key); a feature
+        # level is one term, a head level two per FPN level
+        self.terms: Dict[str, Tuple[str, str]] = {}
+        for name, level in self.levels.items():
+            if level.is_head:
+                self.terms.update(zip(
+                    head_terms(name, self.cross_head.levels),
+                    ((name, k) for k in level.log_keys)))
+            else:
+                self.terms[name] = (name, level.log_keys[0])
+
+    def _build_head_level(self, level: DistillLevel, key: str) -> None:
+        """Pair the dense heads for a head level (refusing what does not
+        fit: :class:`CrossHead`), check its loss, name its log keys."""
+        on_heads = sorted(
+            f'{side}:{r.source}' for side, table in (
+                ('student', self.student_recorders),
+                ('teacher', self.teacher_recorders))
+            for r in table.values()
+            if not r.source.startswith(('backbone', 'neck')))
+        if on_heads:
+            raise ValueError(
+                f'{key} is a head level, which runs the dense heads with a '
+                'forward of its own, but recorders are on head modules '
+                f'({on_heads}): their recordings would mix the two '
+                'forwards. Record the neck or the backbone, or drop the '
+                'head level.')
+        self.cross_head = CrossHead(self.student, self.teacher,
+                                    level.head_conv, key)
+        kind = type(self.distill_losses[level.name]).__name__
+        if kind != self.cross_head.loss_type:
+            raise ValueError(
+                f'{key}.loss: a {self.cross_head.kind} head level takes '
+                f'loss=dict(type=\'{self.cross_head.loss_type}\'), got '
+                f'{kind}' + (' (a feature loss: drop head_conv for a '
+                             'feature level)' if not kind.startswith(
+                                 'CrossKD') else '') + '.')
+        self.levels[level.name] = dataclasses.replace(
+            level, log_keys=head_log_keys(level.name,
+                                          self.cross_head.levels))
+
+    @property
+    def head_level(self) -> Optional[DistillLevel]:
+        """The head level (CrossKD on the dense heads), or None."""
+        return next((lv for lv in self.levels.values() if lv.is_head), None)
 
     def init_weights(self) -> None:
         """MMEngine's initialisation, then ``student_ckpt`` and ``inherit``.
@@ -341,11 +401,58 @@ class FeatureDistiller(BaseModel):
 
     def teacher_features(self, inputs: Tensor,
                          data_samples: Optional[list] = None,
-                         with_head: bool = False) -> None:
+                         with_head: bool = False):
         """Run the teacher's backbone and neck, and its heads if
         ``with_head`` (see :meth:`FrozenTeacher.extract_feat`); its armed
-        recorders fill up."""
-        self.frozen_teacher.extract_feat(inputs, data_samples, with_head)
+        recorders fill up.
+
+        Returns:
+            The neck's outputs (the heads' with ``with_head``), in the
+            teacher's dtype, without gradient.
+        """
+        return self.frozen_teacher.extract_feat(inputs, data_samples,
+                                                with_head)
+
+    def teacher_head(self, feats) -> HeadOutputs:
+        """The teacher's dense head on its neck outputs, once, for the head
+        level: no gradient, fp32 whatever ``teacher_dtype`` (autocast off),
+        by :meth:`CrossHead.run` (the held features kept).
+
+        Args:
+            feats (Sequence[Tensor]): The teacher's neck outputs.
+
+        Returns:
+            HeadOutputs: Its predictions and held features, fp32.
+        """
+        feats = [f.float() for f in feats]
+        with torch.no_grad(), torch.autocast(
+                device_type=feats[0].device.type, enabled=False):
+            return self.cross_head.run(self.teacher.bbox_head, feats,
+                                       fp32=True)
+
+    def student_loss(self, inputs: Tensor, data_samples: list
+                     ) -> Tuple[dict, Optional[HeadOutputs]]:
+        """The student's detection losses, its dense head run once by
+        :meth:`CrossHead.run` when there is a head level (the held features
+        kept; the losses are those of ``student.loss``), else
+        ``student.loss`` itself.
+
+        Args:
+            inputs (Tensor): Images ``(B, 3, H, W)``.
+            data_samples (list[DetDataSample]): Annotations.
+
+        Returns:
+            tuple: The losses, and the student's :class:`HeadOutputs` (None
+            without a head level).
+        """
+        if self.cross_head is None:
+            return self.student.loss(inputs, data_samples), None
+        feats = self.student.extract_feat(inputs)
+        out = self.cross_head.run(self.student.bbox_head, feats)
+        gt, gt_ignore, metas = unpack_gt_instances(data_samples)
+        losses = self.student.bbox_head.loss_by_feat(*out.outs, gt, metas,
+                                                     gt_ignore)
+        return losses, out
 
     @property
     def records_heads(self) -> bool:
@@ -377,11 +484,16 @@ class FeatureDistiller(BaseModel):
             return losses
         log_alignment = (self.log_alignment_interval > 0 and self._steps %
                          self.log_alignment_interval == 0)
-        losses, pairs = self.record(
-            inputs, data_samples,
-            student_forward=lambda: self.student.loss(inputs, data_samples))
+        losses, pairs = self.record(inputs, data_samples,
+                                    detection_loss=True)
         nonfinite = []
         for name, (s_feat, t_feat) in pairs.items():
+            if self.levels[name].is_head:
+                for key, (value, bad) in self.head_loss(
+                        name, s_feat, t_feat, data_samples).items():
+                    losses[key] = value * scale
+                    nonfinite.append(bad)
+                continue
             value, bad = self.distill_loss(name, s_feat, t_feat)
             losses[self.levels[name].log_keys[0]] = value * scale
             nonfinite.append(bad)
@@ -410,15 +522,18 @@ class FeatureDistiller(BaseModel):
 
     def record(self, inputs: Tensor, data_samples: Optional[list] = None,
                student_forward: Optional[Callable[[], Any]] = None,
-               skip_missing: bool = False) -> Tuple[Any, FeaturePairs]:
+               skip_missing: bool = False,
+               detection_loss: bool = False) -> Tuple[Any, FeaturePairs]:
         """Run the teacher and the student once and pair their recorded
         features per level: the one place where levels meet recorders.
 
         The teacher runs first (no gradient): its backbone and neck, and
         its heads when ``student_forward`` is given and a level records a
-        head module (:attr:`records_heads`); then ``student_forward``
-        (default: the student's ``extract_feat``), all inside
-        :meth:`recording`; the features returned outlive the block,
+        head module (:attr:`records_heads`), or its dense head by
+        :meth:`teacher_head` for a head level; then ``student_forward``
+        (default: the student's ``extract_feat``, and its dense head for a
+        head level; with ``detection_loss``, :meth:`student_loss`), all
+        inside :meth:`recording`; the features returned outlive the block,
         the recorders do not keep them.
 
         Args:
@@ -429,13 +544,18 @@ class FeatureDistiller(BaseModel):
                 run, e.g. ``lambda: distiller.student.loss(inputs,
                 samples)``; its return value is returned.
             skip_missing (bool): Leave out a level whose recorder did not
-                run in ``student_forward`` instead of raising.
+                run in ``student_forward`` (or a head level, which a given
+                ``student_forward`` does not run) instead of raising.
+            detection_loss (bool): Run :meth:`student_loss` as the
+                student's forward (what a training step does).
 
         Returns:
-            tuple: What ``student_forward`` returned, and ``{level name:
-            (student feature, teacher feature)}`` in ``levels`` order, the
+            tuple: What the student's forward returned (the detection
+            losses with ``detection_loss``), and ``{level name: (student
+            feature, teacher feature)}`` in ``levels`` order, the
             student's as recorded (before its connector, with its graph),
-            the teacher's in fp32 (``(B, C, H, W)`` for neck levels).
+            the teacher's in fp32 (``(B, C, H, W)`` for neck levels; the
+            two :class:`HeadOutputs` for a head level).
 
         Raises:
             IndexError: A level index the recorded output does not have,
@@ -446,14 +566,42 @@ class FeatureDistiller(BaseModel):
         # the teacher runs what the student runs: backbone and neck for
         # extract_feat, its heads too for a full forward that a head level
         # records
-        with_head = student_forward is not None and self.records_heads
-        if student_forward is None:
-            student_forward = lambda: self.student.extract_feat(inputs)  # noqa: E731,E501
+        # the student's heads run in a training step (detection_loss) or a
+        # forward of the caller's: the teacher's then run too if recorded
+        with_head = (student_forward is not None or detection_loss) and \
+            self.records_heads
+        head = self.head_level
+        # the dense heads' outputs of a head level (None: not run)
+        heads: List[Optional[HeadOutputs]] = [None, None]
+        runs_head = head is not None and student_forward is None
+        if head is not None and student_forward is not None and \
+                not skip_missing:
+            raise RuntimeError(
+                f'distill_losses.{head.name} is a head level: record() runs '
+                'the dense heads itself (detection_loss=True for a training '
+                'step); a student_forward of your own does not.')
+        if detection_loss:
+            def student_forward():
+                losses, heads[0] = self.student_loss(inputs, data_samples)
+                return losses
+        elif student_forward is None:
+            def student_forward():
+                feats = self.student.extract_feat(inputs)
+                if runs_head:
+                    heads[0] = self.cross_head.run(self.student.bbox_head,
+                                                   feats)
+                return feats
         pairs: FeaturePairs = {}
         with self.recording():
-            self.teacher_features(inputs, data_samples, with_head)
+            t_feats = self.teacher_features(inputs, data_samples, with_head)
+            if runs_head:
+                heads[1] = self.teacher_head(t_feats)
             out = student_forward()
             for name, level in self.levels.items():
+                if level.is_head:
+                    if heads[0] is not None:
+                        pairs[name] = (heads[0], heads[1])
+                    continue
                 s_rec = self.student_recorders[level.recorder]
                 t_rec = self.teacher_recorders[level.recorder]
                 if skip_missing and (s_rec.data is None
@@ -467,17 +615,19 @@ class FeatureDistiller(BaseModel):
         return out, pairs
 
     def nonfinite_streaks(self) -> Dict[str, int]:
-        """For each distillation loss, the number of steps in a row up to
-        the last one in which it was NaN/Inf and skipped (synchronises)."""
+        """For each distillation term (:attr:`terms`: a feature level, or
+        one of a head level's per-FPN-level terms), the number of steps in
+        a row up to the last one in which it was NaN/Inf and skipped
+        (synchronises)."""
         if self._nonfinite_streak is None:
             return {}
-        return dict(zip(self.levels,
+        return dict(zip(self.terms,
                         map(int, self._nonfinite_streak.tolist())))
 
     def nonfinite_peaks(self) -> Dict[str, int]:
-        """For each distillation loss, the longest run of steps in a row
-        in which it was NaN/Inf and skipped, since the last call, over all
-        ranks.
+        """For each distillation term (:attr:`terms`), the longest run of
+        steps in a row in which it was NaN/Inf and skipped, since the last
+        call, over all ranks.
 
         One host-device synchronisation, and in a distributed run one
         all-reduce (max), so every rank sees the same values and takes the
@@ -495,7 +645,7 @@ class FeatureDistiller(BaseModel):
             peak = peak.clone()
             torch.distributed.all_reduce(peak,
                                          op=torch.distributed.ReduceOp.MAX)
-        peaks = dict(zip(self.levels, map(int, peak.tolist())))
+        peaks = dict(zip(self.terms, map(int, peak.tolist())))
         self._nonfinite_peak = self._nonfinite_streak.clone()
         return peaks
 
@@ -559,18 +709,75 @@ class FeatureDistiller(BaseModel):
             value = self.distill_losses[name](s_feat, t_feat)
         except ValueError as e:
             raise ValueError(f'distill_losses.{name}: {e}') from e
+        return self._guard(name, value, s_feat)
+
+    def _guard(self, term: str, value: Tensor,
+               gate: Tensor) -> Tuple[Tensor, Tensor]:
+        """The ``nonfinite`` policy on one term: ``'raise'`` stops naming
+        it; ``'skip'`` zeroes a non-finite value and the gradient that
+        reaches ``gate`` (the tensor this term's branch starts from),
+        branch-free.
+
+        Args:
+            term (str): The term's name, for the message.
+            value (Tensor): Its scalar loss.
+            gate (Tensor): A view of the student feature its branch
+                starts from.
+
+        Returns:
+            tuple[Tensor, Tensor]: The value (0 if non-finite) and ``1.`` if
+            it was non-finite, else ``0.``.
+        """
         finite = torch.isfinite(value)
         if self.nonfinite == 'raise':
             if not finite:
                 raise FloatingPointError(
-                    f'Distillation loss "{name}" is {value.item()}')
+                    f'Distillation loss "{term}" is {value.item()}')
             return value, (~finite).float()
-        if s_feat.requires_grad:
-            s_feat.register_hook(lambda grad: torch.where(
+        if gate.requires_grad:
+            gate.register_hook(lambda grad: torch.where(
                 finite, grad, torch.zeros((), dtype=grad.dtype,
                                           device=grad.device)))
         return (torch.where(finite, value, value.new_zeros(())),
                 (~finite).float())
+
+    def head_loss(self, name: str, student: HeadOutputs,
+                  teacher: HeadOutputs, data_samples: list
+                  ) -> Dict[str, Tuple[Tensor, Tensor]]:
+        """The head level's terms: the cross-head predictions
+        (:meth:`CrossHead.cross`), the student's own target assignment
+        (label weights, avg_factor), the level's CrossKD loss, then the
+        ``nonfinite`` policy per term (a skipped term's gradient is zeroed
+        where its branch leaves the student: the held feature of its tower
+        and level).
+
+        Args:
+            name (str): Key of ``distill_losses`` (the head level).
+            student (HeadOutputs): The student's head, with its graph.
+            teacher (HeadOutputs): The teacher's (no gradient, fp32).
+            data_samples (list[DetDataSample]): The batch's annotations.
+
+        Returns:
+            dict[str, tuple[Tensor, Tensor]]: Log key -> (value, ``1.`` if
+            it was non-finite), in :attr:`terms` order.
+        """
+        head = self.cross_head
+        t_head = self.teacher.bbox_head
+        cls, box, cls_in, box_in = head.cross(t_head, student, teacher)
+        anchors, weights, avg = head.targets(self.student.bbox_head,
+                                             student.outs[0], data_samples)
+        with torch.autocast(device_type=cls[0].device.type, enabled=False):
+            preds = head.predictions(t_head, cls, box, teacher, anchors,
+                                     weights, avg)
+            cls_terms, box_terms = self.distill_losses[name](preds)
+        out = {}
+        keys = iter(self.levels[name].log_keys)
+        terms = iter(head_terms(name, head.levels))
+        for level in range(len(head.levels)):
+            for value, gate in ((cls_terms[level], cls_in[level]),
+                                (box_terms[level], box_in[level])):
+                out[next(keys)] = self._guard(next(terms), value, gate)
+        return out
 
     @torch.no_grad()
     def preflight(self, image_size: Tuple[int, int]) -> List[dict]:
@@ -581,19 +788,23 @@ class FeatureDistiller(BaseModel):
         ``image_size`` and applies what each training step does to the
         recorded features: level index, connector, spatial size and channel
         checks, and the loss's own ``validate_level`` (PCKA: at least two
-        patches per level). Errors then surface in seconds, before the data
-        is loaded. The shapes are logged. The global RNG is not used.
+        patches per level); a head level runs both dense heads and the
+        student's held features through the teacher's tail. Errors then
+        surface in seconds, before the data is loaded. The shapes are
+        logged. The global RNG is not used.
 
         Args:
             image_size (tuple[int, int]): ``(H, W)`` of the padded training
                 batch.
 
         Returns:
-            list[dict]: Per level: ``name``, ``student`` and ``teacher``
-            feature shapes (the student's as recorded, before any
-            connector), ``patches`` and ``patch_size`` (None for losses
-            without patches); ``student`` is None for a level whose
-            recorder does not run in ``extract_feat``.
+            list[dict]: Per level: ``name``, ``level`` (its key of
+            ``distill_losses``), ``student`` and ``teacher`` feature shapes
+            (the student's as recorded, before any connector), ``patches``
+            and ``patch_size`` (None for losses without patches);
+            ``student`` is None for a level whose recorder does not run in
+            ``extract_feat``. A head level gives one row per FPN level
+            (``<name>_p3``, ...: the held class-tower features).
 
         Raises:
             ValueError, IndexError: What the first training step would
@@ -613,11 +824,19 @@ class FeatureDistiller(BaseModel):
         try:
             _, pairs = self.record(inputs, skip_missing=True)
             for name, level in self.levels.items():
+                if level.is_head:
+                    rows = self._preflight_head(name, *pairs[name])
+                    levels += rows
+                    lines += [f'{r["name"]}: student {r["student"]} teacher '
+                              f'{r["teacher"]} (head conv '
+                              f'{level.head_conv})' for r in rows]
+                    continue
                 if name not in pairs:
                     lines.append(f'{name}: "{level.recorder}" does not run '
                                  'in extract_feat; checked at the first step')
-                    levels.append(dict(name=name, student=None, teacher=None,
-                                       patches=None, patch_size=None))
+                    levels.append(dict(name=name, level=name, student=None,
+                                       teacher=None, patches=None,
+                                       patch_size=None))
                     continue
                 recorded, t_feat = pairs[name]
                 s_feat, t_feat = self.paired_features(name, recorded, t_feat)
@@ -632,7 +851,8 @@ class FeatureDistiller(BaseModel):
                     raise ValueError(
                         msg if msg.startswith(name) else
                         f'distill_losses.{name}: {msg}') from e
-                info = dict(name=name, student=tuple(recorded.shape),
+                info = dict(name=name, level=name,
+                            student=tuple(recorded.shape),
                             teacher=tuple(t_feat.shape), patches=None,
                             patch_size=getattr(loss, 'patch_size', None))
                 patches = ''
@@ -650,6 +870,35 @@ class FeatureDistiller(BaseModel):
             f'FeatureDistiller pre-flight on a dummy {image_size[0]}x'
             f'{image_size[1]} image: ' + '; '.join(lines))
         return levels
+
+    def _preflight_head(self, name: str, student: HeadOutputs,
+                        teacher: HeadOutputs) -> List[dict]:
+        """The head level's part of :meth:`preflight`: the student's held
+        features through the teacher's tail (shapes, widths), one row per
+        FPN level (the losses need the annotations: the first step)."""
+        try:
+            cls, box, _, _ = self.cross_head.cross(self.teacher.bbox_head,
+                                                   student, teacher)
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f'distill_losses.{name}: the student\'s head '
+                             f'features do not fit the teacher\'s head: '
+                             f'{e}') from e
+        rows = []
+        for level, p in enumerate(self.cross_head.levels):
+            expected = (teacher.outs[0][level].shape,
+                        teacher.outs[1][level].shape)
+            if (cls[level].shape, box[level].shape) != expected:
+                raise ValueError(
+                    f'distill_losses.{name}: at {p} the cross-head outputs '
+                    f'are {tuple(cls[level].shape)} and '
+                    f'{tuple(box[level].shape)}, the teacher\'s '
+                    f'{tuple(expected[0])} and {tuple(expected[1])}.')
+            rows.append(dict(
+                name=f'{name}_{p}', level=name,
+                student=tuple(student.held_cls[level].shape),
+                teacher=tuple(teacher.held_cls[level].shape),
+                patches=None, patch_size=None))
+        return rows
 
     @torch.no_grad()
     def alignment(self, name: str, s_feat: Tensor,

@@ -5,8 +5,12 @@ A *level* pairs one student feature with one teacher feature and compares
 them with one loss: each side's recorder (a module whose output is
 recorded) and the output index on that side, an optional connector that
 maps the student's feature to the teacher's width, an optional resize, and
-the loss. :func:`parse_levels` turns the ``distill_losses`` dict of a
-:class:`~pcka_det.models.FeatureDistiller` config into
+the loss. A *head level* (``head_conv`` set) pairs the two dense heads
+instead, CrossKD-style: the student's head features after tower conv k go
+through the teacher's head (:mod:`pcka_det.models.cross_head`), and its
+terms are logged per FPN level. :func:`parse_levels` turns the
+``distill_losses`` dict of a :class:`~pcka_det.models.FeatureDistiller`
+config into
 :class:`DistillLevel` objects, refusing what would fail later or train
 nothing; every consumer (the distiller, ``pcka_det.check``, the
 benchmarks, the CKA report) reads the levels from
@@ -27,7 +31,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..options import REQUIRED, Contract, Option, Rule, declare, validate
 
-SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize')
+SPEC_KEYS = ('loss', 'recorder', 'index', 'connector', 'resize', 'head_conv')
+# what a head level does not take: it reads the dense heads, not a recorder
+FEATURE_KEYS = ('recorder', 'index', 'connector', 'resize')
 RESIZE_MODES = ('bilinear', 'nearest')
 SIDES = ('student', 'teacher')
 
@@ -47,11 +53,19 @@ CONTRACT = declare(Contract(
                'teacher\'s size; None: sizes must match',
                choices=RESIZE_MODES, nullable=True,
                examples=('bilinear', )),
+        Option('head_conv', 'int', None, 'a head level (CrossKD, loss '
+               'CrossKDLoss/CrossKDGFLLoss): the student\'s dense-head '
+               'features after tower conv k (1-based; 0: the neck output) '
+               'go through the teacher\'s head from conv k on; None: a '
+               'feature level', low=0, nullable=True),
     ),
     rules=(Rule('one-loss-type-per-level', 'two entries with the same '
                 'recorder, indices and loss type are refused: a copy-paste '
                 'index distils one level twice and another not at all',
-                lambda v: None), )))
+                lambda v: None),
+           Rule('one-head-level', 'at most one entry sets head_conv, and '
+                'it takes no recorder, index, connector or resize',
+                lambda v: None))))
 
 
 def loss_key(name: str) -> str:
@@ -67,8 +81,8 @@ class DistillLevel:
 
     Attributes:
         name (str): Key of ``distill_losses``.
-        recorder (str): Recorder name (a key of the distiller's
-            ``recorders``), the same on both sides.
+        recorder (str, optional): Recorder name (a key of the distiller's
+            ``recorders``), the same on both sides; None for a head level.
         student_index (int, optional): Output index on the student's
             recorded module (a level of an FPN tuple, or the call of a
             module recorded per call); None for a single tensor.
@@ -79,18 +93,32 @@ class DistillLevel:
         resize (str, optional): ``'bilinear'`` or ``'nearest'`` to resize
             the student's feature to the teacher's spatial size, or None
             (sizes must match).
-        log_keys (tuple[str]): Keys the level's terms are logged under
-            (the first is the loss that is summed into the total).
+        log_keys (tuple[str]): Keys the level's terms are logged under,
+            each a loss summed into the total: one for a feature level;
+            for a head level ``loss_<name>_cls_p3``, ``loss_<name>_box_p3``,
+            ... per FPN level (empty until the distiller knows the heads'
+            levels).
+        head_conv (int, optional): For a head level (CrossKD), k: the
+            dense heads' tower conv whose output (before its activation) is
+            paired, 0 for the neck output; None for a feature level. A head
+            level's ``recorder`` and indices are None.
     """
 
     name: str
-    recorder: str
+    recorder: Optional[str]
     student_index: Optional[int]
     teacher_index: Optional[int]
     loss: dict = field(compare=False)
     connector: Optional[dict] = field(default=None, compare=False)
     resize: Optional[str] = None
     log_keys: Tuple[str, ...] = ()
+    head_conv: Optional[int] = None
+
+    @property
+    def is_head(self) -> bool:
+        """Whether the level pairs the dense heads (CrossKD), not two
+        recorded features."""
+        return self.head_conv is not None
 
     def index(self, side: str) -> Optional[int]:
         """The output index on ``side`` (``'student'`` or ``'teacher'``)."""
@@ -158,6 +186,8 @@ def parse_level(name: str, spec: dict, recorders: Iterable[str],
             f'{key} needs loss=dict(type=..., ...); got '
             f'{spec.get("loss")!r}. (An override of an inherited '
             f'loss must use its exact name: {names}.)')
+    if spec.get('head_conv') is not None:
+        return _parse_head_level(name, key, spec)
     recorder = spec.get('recorder', 'neck')
     recorders = sorted(recorders)
     if recorder not in recorders:
@@ -174,6 +204,20 @@ def parse_level(name: str, spec: dict, recorders: Iterable[str],
         teacher_index=teacher_index, loss=spec['loss'],
         connector=spec.get('connector'), resize=resize,
         log_keys=(loss_key(name), ))
+
+
+def _parse_head_level(name: str, key: str, spec: dict) -> DistillLevel:
+    """A ``distill_losses`` entry with ``head_conv``: a head level."""
+    validate('DistillLevel', spec, key)
+    extra = sorted(k for k in FEATURE_KEYS if k in spec)
+    if extra:
+        raise ValueError(
+            f'{key} sets head_conv, so it pairs the dense heads (CrossKD) '
+            f'and takes no {extra} (rule "one-head-level"): drop them, or '
+            'drop head_conv for a feature level.')
+    return DistillLevel(
+        name=name, recorder=None, student_index=None, teacher_index=None,
+        loss=spec['loss'], head_conv=spec['head_conv'])
 
 
 def parse_levels(distill_losses: Dict[str, dict],
@@ -212,8 +256,16 @@ def parse_levels(distill_losses: Dict[str, dict],
                 'of changing it. Use the inherited name (one of '
                 f'{sorted(distill_losses)}).')
         levels.append(parse_level(name, spec, recorders, distill_losses))
+    heads = [level.name for level in levels if level.is_head]
+    if len(heads) > 1:
+        raise ValueError(
+            f'distill_losses: {heads} all set head_conv; one head level '
+            'distils the dense heads at one conv (rule "one-head-level"). '
+            'Keep one.')
     seen: Dict[tuple, str] = {}
     for level in levels:
+        if level.is_head:
+            continue
         # the same features compared by the same loss: a copy-paste index
         key = (level.recorder, level.student_index, level.teacher_index,
                _loss_type(level.loss))

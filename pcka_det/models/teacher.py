@@ -78,7 +78,8 @@ def load_teacher_checkpoint(teacher: nn.Module,
 
 
 class FrozenTeacher:
-    """A teacher detector that only ever extracts features, frozen.
+    """A teacher detector that extracts features, frozen (a head level's
+    distiller also runs its dense head, by a forward of its own).
 
     It owns what makes a teacher: it is built without advancing the global
     RNG (the student is then initialised exactly as when trained alone),

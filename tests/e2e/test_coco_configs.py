@@ -19,7 +19,10 @@ level is one patch and a "0 <= loss" check cannot fail.
 For each config: every distillation loss is finite and > 0, every PCKA
 level has >= 2 patches, the distillation losses alone (not the detection
 losses) send a gradient into the student's neck and into every distilled
-student map, and the teacher neither requires nor receives a gradient.
+student map, and the teacher neither requires nor receives a gradient. A
+head level (CrossKD, ``configs/crosskd``) logs a class and a box term per
+FPN level, each finite and > 0; its gradient reaches the student's head
+convs up to conv k and none after them or in its predictors.
 """
 import glob
 import math
@@ -41,7 +44,7 @@ from pcka_det.models.recorders import get_module
 # Discovered, not listed: new or renamed configs are stepped too.
 COCO_CONFIGS = sorted(
     osp.relpath(p, ROOT)
-    for folder in ('pcka', 'baselines')
+    for folder in ('pcka', 'baselines', 'crosskd')
     for p in glob.glob(osp.join(ROOT, 'configs', folder, '*.py')))
 
 # (H, W): P6 of RetinaNet is 5x17 cells, P7 3x9; P2 of Faster R-CNN 80x272.
@@ -64,11 +67,26 @@ RANDOM_TEACHER = ('dino_swin-l_r50.py', )
 # Students whose own mmdet recipe trains the backbone from scratch (YOLOX):
 # no pretrained backbone to find in them.
 FROM_SCRATCH = ('yolox_l_s.py', )
+# A head level (CrossKD, configs/crosskd) adds the teacher's head and its
+# tail on the student's features to the step: those configs step at fewer
+# pixels, as few as keep every check meaningful. 128 rows leave P6 2x17
+# cells (two 16-cell patches for the stacked PCKA levels) and P7 1x9; without
+# PCKA levels 128x384 (P3 16x48, P7 1x3).
+HEAD_LEVEL_SIZES = dict(with_pcka=(128, 1088), alone=(128, 384))
+
+
+def image_size(model) -> tuple:
+    """The step's image size for a built distiller (see above)."""
+    if model.head_level is None:
+        return IMAGE_SIZE
+    pcka = any(isinstance(loss, PatchCKALoss)
+               for loss in model.distill_losses.values())
+    return HEAD_LEVEL_SIZES['with_pcka' if pcka else 'alone']
 
 
 def test_configs_discovered():
     folders = {osp.basename(osp.dirname(p)) for p in COCO_CONFIGS}
-    assert folders == {'pcka', 'baselines'}, COCO_CONFIGS
+    assert folders == {'pcka', 'baselines', 'crosskd'}, COCO_CONFIGS
 
 
 @pytest.mark.slow
@@ -94,7 +112,7 @@ def test_coco_config_real_step(path, hub_cache):  # noqa: F811
     # the iteration mmdet's batch augments read (YOLOX's random resize)
     MessageHub.get_current_instance().update_info('iter', 0)
     try:
-        _check_step(model, SIZES.get(name, IMAGE_SIZE))
+        _check_step(model, SIZES.get(name) or image_size(model))
     finally:
         model.zero_grad(set_to_none=True)
         del model
@@ -167,7 +185,7 @@ def _check_step(model, size=IMAGE_SIZE):
     assert all(torch.equal(after[k], v) for k, v in teacher_buffers.items())
 
     # Every distilled level is a real map; PCKA levels have >= 2 patches.
-    names = list(model.distill_losses)
+    names = [n for n in model.distill_losses if not model.levels[n].is_head]
     feats = {}
     for name in names:
         level = model.levels[name]
@@ -189,15 +207,19 @@ def _check_step(model, size=IMAGE_SIZE):
             assert n >= 2, (f'{name}: a {h}x{w} level gives {n} patch of '
                             f'{p}x{p} cells; its PCKA loss is 0 by definition')
 
-    # Every distillation loss is logged, finite and strictly positive.
+    # Every distillation term is logged, finite and strictly positive (a
+    # head level: a class and a box term per FPN level).
     values = {}
-    for name in names:
-        key = model.levels[name].log_keys[0]
+    for term, (_, key) in model.terms.items():
         assert key in losses, sorted(losses)
         value = losses[key]
         assert value.dim() == 0 and torch.isfinite(value), (key, value)
         assert value.item() > 1e-6, f'{key} = {value.item()}'
-        values[name] = value
+        values[term] = value
+    head = model.head_level
+    if head is not None:
+        assert len(head.log_keys) == 2 * len(
+            model.student.bbox_head.prior_generator.strides)
 
     # The distillation losses alone (no detection loss) reach the student's
     # neck and backbone, and nothing reaches the frozen teacher.
@@ -222,3 +244,15 @@ def _check_step(model, size=IMAGE_SIZE):
     # Every distilled student map received a non-zero gradient.
     for name, feat in feats.items():
         assert feat.grad is not None and feat.grad.abs().sum() > 0, name
+    # A head level trains the student's head convs up to conv k, and
+    # nothing after them (the teacher's tail replaces them).
+    if head is not None:
+        k = head.head_conv
+        student_head = model.student.bbox_head
+        for tower in ('cls_convs', 'reg_convs'):
+            convs = getattr(student_head, tower)
+            for j, conv in enumerate(convs):
+                grads = [p.grad for p in conv.parameters()]
+                reached = any(g is not None and g.abs().sum() > 0
+                              for g in grads)
+                assert reached == (j < k), (tower, j, k)

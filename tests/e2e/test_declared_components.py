@@ -15,8 +15,10 @@ from pcka_det.train import main as train_main
 DISTILL_CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'pcka', '*.py'))
     + glob.glob(osp.join(ROOT, 'configs', 'baselines', '*.py'))
+    + glob.glob(osp.join(ROOT, 'configs', 'crosskd', '*.py'))
     + [p for p in glob.glob(osp.join(ROOT, 'configs', 'toy', '*.py'))
-       if osp.basename(p).startswith(('pcka_', 'pkd_', 'cwd_', 'fitnet_'))])
+       if osp.basename(p).startswith(('pcka_', 'pkd_', 'cwd_', 'fitnet_',
+                                      'crosskd_'))])
 DECLARED = dict(loop='ExactResumeEpochBasedTrainLoop',
                 wrapper='GuardedOptimWrapper',
                 checkpoint='AtomicCheckpointHook',

@@ -17,7 +17,8 @@ from pcka_det.train import main as train_main
 COVERED = ('FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
            'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
            'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
-           'ConvConnector', 'ExportStudentHook', 'DistillLevel', 'Recorder')
+           'ConvConnector', 'ExportStudentHook', 'DistillLevel', 'Recorder',
+           'CrossKDLoss', 'CrossKDGFLLoss')
 # the toy pair's levels each loss type is put on (both necks are 128 wide)
 OTHER_LOSSES = dict(PKDLoss='pcka_p4', ChannelWiseDivergence='pcka_p5',
                     FeatureMSELoss='pcka_p6', CKALoss='cka_p3')
@@ -44,6 +45,12 @@ def config_body(values):
             else:  # another loss type on an inherited level
                 losses[level] = dict(loss=dict(_delete_=True, type=loss,
                                                **values[loss]))
+    for loss in ('CrossKDLoss', 'CrossKDGFLLoss'):
+        # the toy RetinaNet's head level (its towers have 2 convs); a GFL
+        # loss on it is refused before the build, as its refusals need
+        if loss in values:
+            losses['crosskd'] = dict(head_conv=2,
+                                     loss=dict(type=loss, **values[loss]))
     if losses:
         model['distill_losses'] = losses
     if 'Recorder' in values:  # the toy config's one recorder

@@ -146,6 +146,36 @@ def test_random_teacher_fails_and_the_report_is_complete(tiny_coco,
     assert text.endswith('FAILED: 1 failed, 0 warnings')
 
 
+def test_head_level_terms_in_the_tables(tiny_coco, toy_teacher_ckpt):
+    """PCKA + CrossKD: the levels table has the head level's rows (its held
+    features per FPN level), the step table a row per head term, their
+    sum judged by the ratio band, and the gradient at the head convs."""
+    config = f'{ROOT}/configs/toy/pcka_crosskd_retinanet_r18_thin-r18_toy.py'
+    report = check(tiny_coco, toy_teacher_ckpt, config=config, num_images=0)
+    levels = [(lv['name'], lv['loss'], tuple(lv['student']))
+              for lv in report['levels']]
+    sizes = dict(p3=24, p4=12, p5=6, p6=3, p7=2)
+    assert levels[4:] == [
+        (f'crosskd_{p}', 'CrossKDLoss cls 1 giou 1', (1, 128, n, n))
+        for p, n in sizes.items()]
+    step = step_rows(report)
+    terms = [f'crosskd_{t}_{p}' for p in sizes for t in ('cls', 'box')]
+    assert list(step) == ['detection'] + [
+        f'pcka_p{i}' for i in range(3, 7)] + terms + [
+        'crosskd', 'all distillation']
+    for name in terms:
+        assert step[name]['loss'] > 0 and step[name]['grad'] > 0, name
+    assert step['crosskd']['loss'] == pytest.approx(
+        sum(step[t]['loss'] for t in terms))
+    assert step['all distillation']['loss'] == pytest.approx(
+        step['crosskd']['loss'] + sum(step[f'pcka_p{i}']['loss']
+                                      for i in range(3, 7)))
+    checked = [v['check'] for v in report['verdicts']]
+    assert not any(c.startswith('step crosskd_') for c in checked), checked
+    assert printed_rows(render(report), 'One training step')[1:] == [
+        printed_step(row) for row in report['step']]
+
+
 def test_teacher_for_another_class_count_fails(tiny_coco):
     report = check(tiny_coco, None, **{
         'model.teacher.bbox_head.num_classes': 3})

@@ -19,7 +19,7 @@ DECLARED = {'FeatureDistiller', 'PatchCKALoss', 'DistillLossScheduleHook',
             'NonFiniteGuardHook', 'DistillRunner', 'PKDLoss',
             'ChannelWiseDivergence', 'FeatureMSELoss', 'CKALoss',
             'ConvConnector', 'ExportStudentHook', 'DistillLevel',
-            'Recorder'}
+            'Recorder', 'CrossKDLoss', 'CrossKDGFLLoss'}
 
 
 # registered by pcka_det without a contract of their own: they take the

@@ -87,7 +87,9 @@ def level_patches(distiller, default_patch: int) -> Dict[str, int]:
     ``default_patch`` for other losses."""
     from pcka_det.losses import PatchCKALoss
     patches = {}
-    for name in distiller.levels:
+    for name, level in distiller.levels.items():
+        if level.is_head:  # a head level (CrossKD) pairs no feature maps
+            continue
         loss = distiller.distill_losses[name]
         patches[name] = loss.patch_size if isinstance(loss, PatchCKALoss) \
             else default_patch
@@ -138,6 +140,9 @@ def collect(args) -> dict:
     cfg.model.teacher_ckpt = args.teacher_ckpt
     distiller = MODELS.build(cfg.model).to(args.device).eval()
     specs = level_patches(distiller, args.patch_size)
+    if not specs:
+        raise ValueError(f'{args.config} distils no feature map (its head '
+                         'level pairs predictions): nothing to compare.')
     students = {}
     for label, path in zip(args.labels, args.student_ckpt):
         load_student_weights(distiller.student, path)
@@ -160,6 +165,7 @@ def collect(args) -> dict:
             # the teacher runs with each student (the pairing is the
             # distiller's own); its features are the same every time
             _, pairs = distiller.record(data['inputs'], data['data_samples'])
+            pairs = {n: p for n, p in pairs.items() if n in specs}
             s_levels = {n: s for n, (s, _) in pairs.items()}
             if t_levels is None:
                 t_levels = {n: t for n, (_, t) in pairs.items()}

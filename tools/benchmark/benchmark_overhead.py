@@ -116,16 +116,21 @@ def worker(args) -> None:
         fn = lambda: model.train_step(data, optim)  # noqa: E731
     elif kind in ('teacher', 'teacher_variant'):
         inputs = distiller.data_preprocessor(data, True)['inputs']
-        fn = lambda: distiller.teacher_features(inputs)  # noqa: E731
+
+        def fn():
+            feats = distiller.teacher_features(inputs)
+            if distiller.cross_head is not None:  # a head level's too
+                distiller.teacher_head(feats)
     elif kind in ('loss', 'alignment'):
         processed = distiller.data_preprocessor(data, True)
-        # the features recorded once, as a training step records them
+        # the features recorded once, as a training step records them; a
+        # head level's terms (CrossKD) are timed in the distiller row only
         _, recorded = distiller.record(
             processed['inputs'], processed['data_samples'],
-            student_forward=lambda: distiller.student.loss(
-                processed['inputs'], processed['data_samples']))
+            detection_loss=True)
         pairs = [(name, s.detach().requires_grad_(), t)
-                 for name, (s, t) in recorded.items()]
+                 for name, (s, t) in recorded.items()
+                 if not distiller.levels[name].is_head]
 
         def fn():
             if kind == 'alignment':
@@ -136,7 +141,8 @@ def worker(args) -> None:
             for name, s, t in pairs:
                 s.grad = None
                 total = total + distiller.distill_loss(name, s, t)[0]
-            total.backward()
+            if pairs:  # none for a head level alone
+                total.backward()
     else:  # the whole distiller
         optim = sgd(distiller.parameters())
         fn = lambda: distiller.train_step(data, optim)  # noqa: E731

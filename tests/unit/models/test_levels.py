@@ -11,6 +11,7 @@ from pcka_det.models import get_module, loss_key, parse_levels
 STUDENT = dict(cfg_path='pcka_det::toy/retinanet_thin-r18_toy.py')
 TEACHER = dict(cfg_path='pcka_det::toy/retinanet_r18_toy.py')
 PCKA = dict(type='PatchCKALoss', patch_size=2)
+KD = dict(type='CrossKDLoss')
 
 
 def distiller(**kwargs):
@@ -25,6 +26,18 @@ def distiller(**kwargs):
 def test_log_key_rule():
     assert loss_key('pcka_p3') == 'loss_pcka_p3'
     assert loss_key('loss_fm') == 'loss_fm'  # not 'loss_loss_fm'
+
+
+def test_parse_head_level():
+    feature, head = parse_levels(
+        dict(p3=dict(index=0, loss=PCKA), kd=dict(head_conv=0, loss=KD)),
+        recorders=['neck'])
+    assert not feature.is_head and feature.head_conv is None
+    assert head.is_head and head.head_conv == 0
+    assert (head.recorder, head.student_index, head.teacher_index,
+            head.connector, head.resize) == (None, ) * 5
+    # its log keys need the heads' FPN levels: the distiller names them
+    assert head.log_keys == ()
 
 
 def test_parse_levels_reads_every_field():
@@ -56,6 +69,15 @@ def test_parse_levels_reads_every_field():
     (dict(a=dict(loss=PCKA, weight=2)), r"unknown key\(s\) \['weight'\]"),
     (dict(a=PCKA), 'is a loss config'),
     (dict(a=dict(loss=PCKA, resize='cubic')), 'resize'),
+    (dict(h=dict(head_conv=1, index=0, loss=KD)),
+     r"distill_losses.h sets head_conv, so it pairs the dense heads "
+     r"\(CrossKD\) and takes no \['index'\]"),
+    (dict(h=dict(head_conv=1, recorder='neck', loss=KD)),
+     r"takes no \['recorder'\]"),
+    (dict(h=dict(head_conv=1, loss=KD), g=dict(head_conv=2, loss=KD)),
+     r"\['h', 'g'\] all set head_conv; one head level"),
+    (dict(h=dict(head_conv=-1, loss=KD)),
+     'distill_losses.h.head_conv = -1: must be >= 0'),
 ])
 def test_parse_levels_refuses(losses, match):
     with pytest.raises(ValueError, match=match):
@@ -105,7 +127,7 @@ def test_record_per_call_picks_the_call():
         distill_losses={
             f'head{k}': dict(recorder='head', index=k, loss=PCKA,
                              connector=dict(type='ConvConnector',
-                                            in_channels=32,
+                                            in_channels=128,
                                             out_channels=128))
             for k in (0, 1)})
     data = model.data_preprocessor(demo_batch(num_classes=6), True)
@@ -123,6 +145,10 @@ def test_record_per_call_picks_the_call():
         torch.testing.assert_close(s, seen[('student', 'head')][k])
         torch.testing.assert_close(t, seen[('teacher', 'head')][k])
     assert pairs['head0'][0].shape[-1] == 2 * pairs['head1'][0].shape[-1]
+    # and a training step records and trains them (the teacher's heads run)
+    losses = model(**data, mode='loss')
+    for k in (0, 1):
+        assert torch.isfinite(losses[f'loss_head{k}'])
 
 
 def test_record_names_the_level_of_a_bad_index():
