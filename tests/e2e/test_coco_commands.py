@@ -11,12 +11,18 @@ attempt; they never skip.
 
 The commands get only what points them at the tiny dataset
 (``data/coco/{annotations,train2017,val2017}`` in a temporary folder, 2
-train and 2 val images; the training commands use the first train image
-only), batch 1 without workers and one epoch (1 iteration), and the student's ``score_thr=0``: CocoMetric logs no AP at
-all for an empty result, and these barely trained models are close to it
-or below: untrained RetinaNet students scored at most 0.058 to 0.117 on
-these images over 3 seeds (the config keeps boxes over 0.05; the runs are
-not seeded), and Faster R-CNN after its 2 steps (loss_cls 32) kept no box.
+train images and 1 val image; the training commands use the first train
+image only), batch 1 without workers and one epoch (1 iteration), and the
+student's ``score_thr=0``: CocoMetric logs no AP at all for an empty
+result, and these barely trained models are close to it or below:
+untrained RetinaNet students scored at most 0.058 to 0.117 on these images
+over 3 seeds (the config keeps boxes over 0.05; the runs are not seeded).
+
+The RetinaNet config is the one run here at full size (1067x800, about 90 s
+on 2 cores). The Faster R-CNN config's ``tools/train.py`` run (80 s) left
+the suite for time on 2026-12-03: its step runs from its real file and the
+cached URLs in ``test_coco_configs.py``, and a two-stage pair trains,
+evaluates and exports through ``tools/train.py`` in ``test_toy_families.py``.
 """
 import json
 import os
@@ -30,7 +36,6 @@ from conftest import ROOT
 from hub_cache import hub_cache  # noqa: F401  (session fixture)
 
 RETINA = 'configs/pcka/retina_r101_r50.py'
-FASTER = 'configs/pcka/faster_rcnn_r101_r50.py'
 RETINA_STUDENT = 'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py'
 RETINA_TEACHER_URL = (
     'https://download.openmmlab.com/mmdetection/v2.0/retinanet/'
@@ -63,7 +68,7 @@ def coco_root(tmp_path_factory):
     # the configs then has >= 2 patches (a square 800x800 leaves P6 at 13x13
     # cells, one 16-cell patch)
     generate_dataset(str(scratch), SyntheticConfig(
-        num_train=2, num_val=2, image_size=(320, 240)))
+        num_train=2, num_val=1, image_size=(320, 240)))
     root = tmp_path_factory.mktemp('coco_home') / 'data' / 'coco'
     (root / 'annotations').mkdir(parents=True)
     for split in ('train', 'val'):
@@ -210,21 +215,8 @@ def test_plain_mmdet_tests_the_exported_student(
     assert 'coco/bbox_mAP' in res.stdout, res.stdout[-4000:]
     assert 'Downloading' not in res.stdout
     preds = mmengine.load(str(pkl))
-    assert len(preds) == 2
+    assert len(preds) == 1
     assert all(len(p['pred_instances']['scores']) > 0 for p in preds)
-
-
-@pytest.mark.slow
-def test_train_faster_rcnn(hub_cache, coco_root, tmp_path):  # noqa: F811
-    files = hub_cache.fill([FASTER])
-    work = tmp_path / 'work'
-    out = run_tool([sys.executable, 'tools/train.py', FASTER,
-                    '--work-dir', str(work)] +
-                   data_options(coco_root,
-                                'model.student.test_cfg.rcnn.score_thr',
-                                **ONE_STEP),
-                   hub_cache.env())
-    check_run(out, work, hub_cache, files)
 
 
 @pytest.mark.slow
