@@ -11,7 +11,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
 
-.PHONY: install test test-fast demo study clean-demo
+.PHONY: install test test-fast demo study gpu-report clean-demo
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ demo: install
 study: install
 	$(PYTHON) tools/study/study.py $(if $(DETECTOR),--detector $(DETECTOR)) \
 		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
+
+# Every GPU figure README quotes, in one command (tools/gpu_report.py;
+# random weights, nothing downloaded): work_dirs/gpu_report/gpu_report.{json,md}
+gpu-report: install
+	$(PYTHON) tools/gpu_report.py $(if $(QUICK),--quick)
 
 clean-demo:
 	rm -rf work_dirs/demo work_dirs/demo_fcos data/synthetic
