@@ -21,6 +21,11 @@ METHODS = {
     'pkd': 'PKD',
     'cwd': 'CWD',
     'fitnet': 'FitNet',
+    'crosskd': 'CrossKD',
+    # stacked: PCKA on the FPN plus CrossKD on the head, or plus feature
+    # MSE on the same levels (one reading of the paper's "Ours+mimic")
+    'pcka_crosskd': 'PCKA + CrossKD',
+    'pcka_fitnet': 'PCKA + FitNet',
 }
 # Toy pairs: configs/toy/<detector>_r18_toy.py (teacher),
 # <detector>_thin-r18_toy.py (student) and, per method with a toy config,

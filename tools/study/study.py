@@ -1,6 +1,7 @@
 """Seeds x methods x loss weights on the toy pair: a comparison to trust.
 
-Every distillation method (PCKA, PKD, CWD, FitNet) gets the same tuning:
+Every distillation method (PCKA, PKD, CWD, FitNet, CrossKD) and the
+stacked ones (PCKA + CrossKD, PCKA + FitNet) get the same tuning:
 three loss-weight factors chosen so that its distillation terms start at
 about 0.3x, 1x and 3x the detection loss (measured with
 ``pcka_det.check``'s training step on the trained teacher, at the
@@ -136,14 +137,31 @@ def extension(tuning_ap: Dict[float, float], ratio: float,
     return None
 
 
+# The weights a factor scales in a loss: ``loss_weight`` (default 1) for
+# the feature losses; a head level's CrossKD losses have one weight per term
+# (and no loss_weight), each scaled.
+TERM_WEIGHTS = {
+    'CrossKDLoss': dict(cls_weight=1.0, giou_weight=1.0),
+    'CrossKDGFLLoss': dict(cls_weight=1.0, ld_weight=3.0, giou_weight=2.0),
+}
+
+
 def weight_options(config: str, factor: float) -> Dict[str, float]:
     """``--cfg-options`` scaling every distillation loss of ``config`` by
-    ``factor`` (through each loss's ``loss_weight``, default 1)."""
+    ``factor``: each loss's ``loss_weight`` (default 1), or each term's
+    weight of a CrossKD loss (``TERM_WEIGHTS``). A stacked method (PCKA +
+    CrossKD, PCKA + FitNet) has all its terms scaled by the same factor:
+    their balance stays the config's, and one factor is tuned, as for a
+    single method."""
     cfg = demo.load_config(osp.join(ROOT, config))
-    return {
-        f'model.distill_losses.{name}.loss.loss_weight':
-        round(float(spec['loss'].get('loss_weight', 1.0)) * factor, 6)
-        for name, spec in cfg.model.distill_losses.items()}
+    options = {}
+    for name, spec in cfg.model.distill_losses.items():
+        loss = spec['loss']
+        defaults = TERM_WEIGHTS.get(loss['type'], dict(loss_weight=1.0))
+        for key, default in defaults.items():
+            options[f'model.distill_losses.{name}.loss.{key}'] = round(
+                float(loss.get(key, default)) * factor, 6)
+    return options
 
 
 def method_config(detector: str, method: str) -> str:

@@ -111,6 +111,43 @@ def test_weight_options_scale_every_loss():
     assert set(pcka.values()) == {2.0}  # loss_weight defaults to 1
 
 
+def test_stacked_methods_scale_every_term_by_one_factor(tmp_path):
+    """PCKA + CrossKD / PCKA + FitNet: every term of both methods times the
+    same factor (their balance stays the config's); CrossKD's terms through
+    their own weights (it has no loss_weight), GFL's at their defaults."""
+    crosskd = study.weight_options(
+        study.method_config('retinanet', 'pcka_crosskd'), 3)
+    assert crosskd == {
+        **{f'model.distill_losses.pcka_p{i}.loss.loss_weight': 3.0
+           for i in range(3, 7)},
+        'model.distill_losses.crosskd.loss.cls_weight': 3.0,
+        'model.distill_losses.crosskd.loss.giou_weight': 3.0}
+    fitnet = study.weight_options(
+        study.method_config('retinanet', 'pcka_fitnet'), 0.5)
+    assert fitnet == {
+        f'model.distill_losses.{m}_p{i}.loss.loss_weight': 0.5
+        for m in ('pcka', 'fitnet') for i in range(3, 7)}
+    gfl = tmp_path / 'gfl.py'  # a GFL head level at the recipe's defaults
+    gfl.write_text(
+        "model = dict(distill_losses=dict(crosskd=dict(head_conv=3, "
+        "loss=dict(type='CrossKDGFLLoss', ld_weight=6.0))))\n")
+    assert study.weight_options(str(gfl), 0.5) == {
+        'model.distill_losses.crosskd.loss.cls_weight': 0.5,
+        'model.distill_losses.crosskd.loss.ld_weight': 3.0,
+        'model.distill_losses.crosskd.loss.giou_weight': 1.0}
+
+
+def test_the_study_runs_the_stacked_rows():
+    """``make study`` on the RetinaNet pair: the four single methods,
+    CrossKD, and the two stacked ones, each with a toy config."""
+    args, _, methods = study.parse_args([])
+    assert methods == ['pcka', 'pkd', 'cwd', 'fitnet', 'crosskd',
+                       'pcka_crosskd', 'pcka_fitnet']
+    for method in methods:
+        assert osp.isfile(osp.join(ROOT, study.method_config(
+            'retinanet', method))), method
+
+
 def fake_result(out_dir, ap: float, train_time_s: float = 60.0) -> None:
     metrics = {f'coco/{m}': ap for _, m in (
         ('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
