@@ -227,7 +227,51 @@ def section_amp(args, device, pairs):
                 f'of fp32: {bad}')
         del distiller
         torch.cuda.empty_cache()
-    return dict(pairs=out)
+    return dict(pairs=out, scaler_skip=_scaler_skip_restores_norm_stats(
+        args, device))
+
+
+def _scaler_skip_restores_norm_stats(args, device) -> dict:
+    """A step the real ``GradScaler`` skips (its scale set to 2**64, so
+    the fp16 gradients overflow) leaves the weights and the BN running
+    statistics as they were, and counts as a scaler skip, not a bad batch.
+    On the toy student: the COCO students keep their BN frozen
+    (``norm_eval``), where there is nothing to put back."""
+    from mmengine.optim import AmpOptimWrapper  # noqa: F401 (CUDA only)
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from pcka_det.engine import GuardedAmpOptimWrapper
+    student = _build(QUICK_PAIRS['retinanet'], device).student
+    small = argparse.Namespace(**dict(vars(args), image_size=[192, 192]))
+    data = _batch(small)
+    wrapper = GuardedAmpOptimWrapper(
+        optimizer=torch.optim.SGD(student.parameters(), lr=1e-3))
+    student.train_step(data, wrapper)  # a normal step first
+    norms = {name: (m.running_mean.clone(), m.running_var.clone())
+             for name, m in student.named_modules()
+             if isinstance(m, _BatchNorm) and m.training and
+             m.track_running_stats}
+    if not norms:
+        raise RuntimeError('the toy student has no BN layer that updates its '
+                           'statistics: nothing to check')
+    weights = {n: p.detach().clone() for n, p in student.named_parameters()}
+    wrapper.loss_scaler.update(new_scale=2.0 ** 64)
+    student.train_step(data, wrapper)
+    moved = [n for n, (mean, var) in norms.items()
+             if not (torch.equal(mean, dict(student.named_modules())[n]
+                                 .running_mean) and
+                     torch.equal(var, dict(student.named_modules())[n]
+                                 .running_var))]
+    stepped = [n for n, p in student.named_parameters()
+               if not torch.equal(p.detach(), weights[n])]
+    found = dict(scaler_skipped=wrapper.scaler_skipped,
+                 bad_batch=wrapper.last_skipped,
+                 scaler_skips=wrapper.scaler_skips, norm_layers=len(norms),
+                 norm_stats_moved=moved[:5], weights_moved=stepped[:5])
+    if not wrapper.scaler_skipped or wrapper.last_skipped or moved or \
+            stepped:
+        raise AssertionError(f'a skipped --amp step was not undone: {found}')
+    return found
 
 
 def section_syncs(args, device, pairs):
