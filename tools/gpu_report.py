@@ -186,8 +186,10 @@ def section_amp(args, device, pairs):
         data = _batch(args)
         distiller = _build(config, device)
         processed = distiller.data_preprocessor(data, True)
-        with torch.no_grad():
+        with torch.no_grad():  # the same seed: the same sampled anchors
+            torch.manual_seed(0)  # and proposals (RPN and RoI samplers)
             fp32 = distiller(**processed, mode='loss')
+            torch.manual_seed(0)
             with torch.autocast('cuda', dtype=torch.float16):
                 fp16 = distiller(**processed, mode='loss')
         compared = {}
