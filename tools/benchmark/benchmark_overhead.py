@@ -7,10 +7,13 @@ distillation losses alone (forward + backward on recorded features), and a
 distiller training step per config; also the teacher's forward in
 ``--teacher-dtype`` / ``--teacher-channels-last`` when given, and the cost
 of one ``log_alignment_interval`` logging step (PCKA intra/inter of every
-distilled level, no gradient). Each runs in a fresh process on the same
-random batch, so peak memory (peak RSS on a CPU, max allocated on a GPU) is
-its own. Teachers are random (no download); timing does not depend on
-weights.
+distilled level, no gradient). All rows run on the same random batch,
+timed in one process in interleaved rounds (``measure_rounds``: medians,
+with the rows whose rounds spread over 25 % named unreliable), so a load
+that comes and goes slows every row alike. Peak memory is each row's own:
+the allocator's maximum on a GPU, and on a CPU the peak RSS of the row's
+step in a fresh process. Teachers are random (no download); timing does
+not depend on weights.
 
 Example:
     python tools/benchmark/benchmark_overhead.py configs/toy/pcka_retinanet_r18_thin-r18_toy.py
@@ -35,7 +38,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--image-size', type=int, nargs=2, default=[192, 192],
                         metavar=('W', 'H'))
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed rounds (every row once per round)')
     parser.add_argument('--teacher-dtype', choices=['fp16', 'bf16'],
                         help='also time the teacher forward in this dtype')
     parser.add_argument('--teacher-channels-last', action='store_true',
@@ -92,13 +96,12 @@ def batch(args):
                           num_items=[4] * args.batch_size, num_classes=6)
 
 
-def worker(args) -> None:
-    """Measure one item; print a JSON line."""
+def step_fn(args, item: str, dev: torch.device):
+    """The step timed for row ``item`` (``student``, ``teacher``,
+    ``teacher_variant``, ``loss:i``, ``distill:i``, ``alignment:i``), built
+    with its own distiller on the shared random batch."""
     from mmengine.optim import OptimWrapper
-
-    from pcka_det.benchmark import measure
-    dev = torch.device(args.device)
-    kind, _, index = args.item.partition(':')
+    kind, _, index = item.partition(':')
     config = args.configs[int(index or 0)]
     overrides = {}
     if kind == 'teacher_variant':
@@ -113,15 +116,16 @@ def worker(args) -> None:
     if kind == 'student':
         model = distiller.student
         optim = sgd(model.parameters())
-        fn = lambda: model.train_step(data, optim)  # noqa: E731
-    elif kind in ('teacher', 'teacher_variant'):
+        return lambda: model.train_step(data, optim)
+    if kind in ('teacher', 'teacher_variant'):
         inputs = distiller.data_preprocessor(data, True)['inputs']
 
         def fn():
             feats = distiller.teacher_features(inputs)
             if distiller.cross_head is not None:  # a head level's too
                 distiller.teacher_head(feats)
-    elif kind in ('loss', 'alignment'):
+        return fn
+    if kind in ('loss', 'alignment'):
         processed = distiller.data_preprocessor(data, True)
         # the features recorded once, as a training step records them; a
         # head level's terms (CrossKD) are timed in the distiller row only
@@ -143,54 +147,81 @@ def worker(args) -> None:
                 total = total + distiller.distill_loss(name, s, t)[0]
             if pairs:  # none for a head level alone
                 total.backward()
-    else:  # the whole distiller
-        optim = sgd(distiller.parameters())
-        fn = lambda: distiller.train_step(data, optim)  # noqa: E731
-    r = measure(fn, args.repeats, dev)
-    print(json.dumps(dict(time=r['time'], peak=r['peak'])))
+        return fn
+    # the whole distiller
+    optim = sgd(distiller.parameters())
+    return lambda: distiller.train_step(data, optim)
+
+
+def worker(args) -> None:
+    """The peak memory of one row's step in a process of its own (on a CPU
+    the allocator keeps memory across rows); print a JSON line."""
+    from pcka_det.benchmark import measure
+    dev = torch.device(args.device)
+    r = measure(step_fn(args, args.item, dev), 0, dev)
+    print(json.dumps(dict(peak=r['peak'])))
+
+
+def rows(args) -> dict:
+    """Row name -> item, in the order the rounds time them."""
+    items = {'student alone': 'student', 'teacher forward': 'teacher'}
+    variant = [f for f, on in ((args.teacher_dtype, args.teacher_dtype),
+                               ('channels_last', args.teacher_channels_last))
+               if on]
+    if variant:
+        items[f'teacher forward ({", ".join(variant)})'] = 'teacher_variant'
+    for i, config in enumerate(args.configs):
+        name = osp.splitext(osp.basename(config))[0]
+        items[f'{name}: losses only'] = f'loss:{i}'
+        items[f'{name}: distiller'] = f'distill:{i}'
+        items[f'{name}: alignment log step'] = f'alignment:{i}'
+    return items
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.item:
         return worker(args)
-    from pcka_det.benchmark import run_isolated
+    from pcka_det.benchmark import (RELIABLE_SPREAD, measure_rounds,
+                                    run_isolated)
     check_same_models(args.configs)
     base = [sys.executable, osp.abspath(__file__), *args.configs,
             '--device', args.device, '--batch-size', str(args.batch_size),
-            '--image-size', *map(str, args.image_size), '--repeats',
-            str(args.repeats)]
-    results = {'student alone': run_isolated(base + ['--item', 'student']),
-               'teacher forward': run_isolated(base + ['--item', 'teacher'])}
-    variant = [f for f, on in ((args.teacher_dtype, args.teacher_dtype),
-                               ('channels_last', args.teacher_channels_last))
-               if on]
-    if variant:
-        extra = (['--teacher-dtype', args.teacher_dtype]
-                 if args.teacher_dtype else [])
-        extra += ['--teacher-channels-last'] if args.teacher_channels_last \
-            else []
-        results[f'teacher forward ({", ".join(variant)})'] = run_isolated(
-            base + extra + ['--item', 'teacher_variant'])
-    for i, config in enumerate(args.configs):
-        name = osp.splitext(osp.basename(config))[0]
-        results[f'{name}: losses only'] = run_isolated(
-            base + ['--item', f'loss:{i}'])
-        results[f'{name}: distiller'] = run_isolated(
-            base + ['--item', f'distill:{i}'])
-        results[f'{name}: alignment log step'] = run_isolated(
-            base + ['--item', f'alignment:{i}'])
+            '--image-size', *map(str, args.image_size)]
+    if args.teacher_dtype:
+        base += ['--teacher-dtype', args.teacher_dtype]
+    if args.teacher_channels_last:
+        base += ['--teacher-channels-last']
+    items = rows(args)
+    dev = torch.device(args.device)
+    # time: every row in this process, interleaved in rounds, so a load
+    # that comes and goes slows all rows alike; peak memory: on a GPU from
+    # the allocator per row, on a CPU one process per row
+    timed = measure_rounds(
+        {name: step_fn(args, item, dev) for name, item in items.items()},
+        args.repeats, dev)
+    results = {}
+    for name, item in items.items():
+        row = timed['runs'][name]
+        peak = row['peak'] if dev.type == 'cuda' else run_isolated(
+            base + ['--item', item])['peak']
+        results[name] = dict(time=row['time'], spread=row['spread'],
+                             peak=peak)
 
     w, h = args.image_size
     print(f'Training step, batch {args.batch_size} x {w}x{h}, device '
-          f'{args.device}, median of {args.repeats}')
+          f'{args.device}, median of {args.repeats} interleaved rounds')
     header = f'{"":<44}{"time (ms)":>11}{"peak MiB":>10}{"x student":>11}'
     print(header + '\n' + '-' * len(header))
     student = results['student alone']
     for name, r in results.items():
         print(f'{name:<44}{r["time"] * 1e3:>11.1f}{r["peak"] / 2**20:>10.1f}'
               f'{r["time"] / student["time"]:>10.2f}x')
-    summary = dict(results=results, breakdown={})
+    unreliable = timed['unreliable']
+    if unreliable:
+        print(f'unreliable (rounds spread over {RELIABLE_SPREAD:.0%} of '
+              f'the median): {", ".join(unreliable)}')
+    summary = dict(results=results, breakdown={}, unreliable=unreliable)
     teacher = results['teacher forward']['time']
     for config in args.configs:
         name = osp.splitext(osp.basename(config))[0]
