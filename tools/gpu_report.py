@@ -316,7 +316,22 @@ def section_launcher(args, device, pairs):
     config = pairs['retinanet']
     work = tempfile.mkdtemp(prefix='gpu_report_')
     data = osp.join(work, 'data')
-    generate_dataset(data, SyntheticConfig(num_train=4, num_val=2))
+    names = {}
+    if not args.quick:  # the shapes named as COCO's first six classes
+        from mmdet.datasets import CocoDataset
+        names = dict(class_names=CocoDataset.METAINFO['classes'][:6])
+    generate_dataset(data, SyntheticConfig(num_train=4, num_val=2, **names))
+    if names:  # all 80 categories listed (ids 1-80; the shapes are 1-6), so
+        # CocoMetric can name every class the student predicts
+        for split in ('train', 'val'):
+            path = osp.join(data, 'annotations', f'instances_{split}.json')
+            with open(path) as f:
+                coco = json.load(f)
+            coco['categories'] = [
+                dict(id=i + 1, name=n) for i, n in
+                enumerate(CocoDataset.METAINFO['classes'])]
+            with open(path, 'w') as f:
+                json.dump(coco, f)
     import socket
     with socket.socket() as s:  # a free port for torchrun's rendezvous
         s.bind(('127.0.0.1', 0))
@@ -333,6 +348,11 @@ def section_launcher(args, device, pairs):
         'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 100,
         'model.allow_random_teacher': True,
     })
+    for loader, split in (('train', 'train'), ('val', 'val'),
+                          ('test', 'val')):  # the synthetic files' names
+        opts[f'{loader}_dataloader.dataset.ann_file'] = \
+            f'annotations/instances_{split}.json'
+        opts[f'{loader}_dataloader.dataset.data_prefix.img'] = f'{split}/'
     if args.quick:  # the toy teacher: a random checkpoint file
         cache = None
         opts['model.teacher_ckpt'] = 'None'
