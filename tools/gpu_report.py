@@ -96,48 +96,28 @@ def _batch(args):
                           num_items=[4] * args.batch_size, num_classes=6)
 
 
-def _sgd(params):
-    from mmengine.optim import OptimWrapper
-    return OptimWrapper(torch.optim.SGD(params, lr=1e-5, momentum=0.9))
-
-
-def _loss_fn(distiller, data):
-    """Forward + backward of the feature-level losses on features recorded
-    once (a head level's terms are part of the distiller row only)."""
-    processed = distiller.data_preprocessor(data, True)
-    _, recorded = distiller.record(processed['inputs'],
-                                   processed['data_samples'],
-                                   detection_loss=True)
-    pairs = [(name, s.detach().requires_grad_(), t)
-             for name, (s, t) in recorded.items()
-             if not distiller.levels[name].is_head]
-
-    def fn():
-        total = 0
-        for name, s, t in pairs:
-            s.grad = None
-            total = total + distiller.distill_loss(name, s, t)[0]
-        total.backward()
-    return fn, pairs
+def _rows_args(args, config, **variant) -> argparse.Namespace:
+    """What ``benchmark_overhead.step_fn`` reads, for one pair and teacher
+    variant."""
+    return argparse.Namespace(
+        configs=[osp.join(ROOT, config)], image_size=args.image_size,
+        batch_size=args.batch_size,
+        teacher_dtype=variant.get('teacher_dtype'),
+        teacher_channels_last=variant.get('teacher_channels_last', False))
 
 
 def section_steps(args, device, pairs):
     """Rows per pair, timed in rounds; ratios from those rows."""
     from pcka_det.benchmark import measure_rounds
+    from benchmark_overhead import step_fn
     out = {}
     skipped = {}
     for pair, config in pairs.items():
-        data = _batch(args)
-        distiller = _build(config, device)
-        student_optim = _sgd(distiller.student.parameters())
-        distiller_optim = _sgd(distiller.parameters())
-        runs = {
-            'student step': lambda: distiller.student.train_step(
-                data, student_optim),
-            'distiller step': lambda: distiller.train_step(
-                data, distiller_optim),
+        rows_args = _rows_args(args, config)
+        runs = {  # each row's step from the benchmark's one builder
+            'student step': step_fn(rows_args, 'student', device),
+            'distiller step': step_fn(rows_args, 'distill:0', device),
         }
-        inputs = distiller.data_preprocessor(data, True)['inputs']
         for name, overrides in TEACHER_VARIANTS.items():
             if overrides.get('teacher_dtype') == 'fp16' and \
                     device.type != 'cuda':
@@ -148,10 +128,10 @@ def section_steps(args, device, pairs):
                     not torch.cuda.is_bf16_supported():
                 skipped[name] = 'this GPU has no bf16'
                 continue
-            model = _build(config, device, **overrides) if overrides \
-                else distiller
-            runs[name] = (lambda m: lambda: m.teacher_features(inputs))(model)
-        runs['losses alone'], _ = _loss_fn(distiller, data)
+            runs[name] = step_fn(_rows_args(args, config, **overrides),
+                                 'teacher_variant' if overrides else
+                                 'teacher', device)
+        runs['losses alone'] = step_fn(rows_args, 'loss:0', device)
         found = measure_rounds(runs, args.rounds, device)
         rows = found['runs']
         student = rows['student step']['time']
@@ -166,7 +146,7 @@ def section_steps(args, device, pairs):
                 ratios[f'{name} speed-up'] = teacher / rows[name]['time']
         out[pair] = dict(config=config, rows=rows, ratios=ratios,
                          unreliable=found['unreliable'])
-        del distiller, runs
+        del runs
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return dict(pairs=out, skipped=skipped)
@@ -285,8 +265,8 @@ def section_syncs(args, device, pairs):
                     reason='a CPU has no host-device synchronisation')
     out = {}
     for pair, config in pairs.items():
-        distiller = _build(config, device)
-        fn, _ = _loss_fn(distiller, _batch(args))
+        from benchmark_overhead import step_fn
+        fn = step_fn(_rows_args(args, config), 'loss:0', device)
         fn()  # warm-up: lazy initialisations are not per step
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
@@ -299,7 +279,7 @@ def section_syncs(args, device, pairs):
         syncs = [str(w.message).splitlines()[0] for w in caught
                  if 'synchroniz' in str(w.message)]
         out[pair] = dict(syncs_per_step=len(syncs), messages=syncs[:5])
-        del distiller
+        del fn
         torch.cuda.empty_cache()
     return dict(pairs=out)
 
