@@ -88,12 +88,8 @@ def _build(config, device, **overrides):
 
 
 def _batch(args):
-    from mmdet.testing import demo_mm_inputs
-    torch.manual_seed(0)
-    w, h = args.image_size
-    return demo_mm_inputs(batch_size=args.batch_size,
-                          image_shapes=[(3, h, w)] * args.batch_size,
-                          num_items=[4] * args.batch_size, num_classes=6)
+    from benchmark_overhead import batch
+    return batch(args)
 
 
 def _rows_args(args, config, **variant) -> argparse.Namespace:
