@@ -268,7 +268,9 @@ def run_study(args, base, methods) -> dict:
 def format_table(study: dict) -> str:
     """The printed table."""
     table = study['table']
-    head = (f'{"method":<10}{"weight x":>9}{"AP mean":>9}{"std":>6}'
+    # the name column fits the longest label ("PCKA + CrossKD")
+    width = max(10, *(len(METHODS.get(m, m)) + 1 for m in table))
+    head = (f'{"method":<{width}}{"weight x":>9}{"AP mean":>9}{"std":>6}'
             f'{"min-max":>13}{"vs student (95% CI)":>26}'
             f'{"seeds>0":>9}'
             + ''.join(f'{k:>7}' for k in AP_KEYS[1:]))
@@ -291,7 +293,7 @@ def format_table(study: dict) -> str:
         weight = '-' if picked is None else f'{picked:g}' + (
             '^' if at_cap else '')
         lines.append(
-            f'{METHODS.get(method, method):<10}'
+            f'{METHODS.get(method, method):<{width}}'
             f'{weight:>9}'
             f'{ap["mean"]:>9.2f}{ap["std"]:>6.2f}'
             f'{ap["min"]:>6.1f}-{ap["max"]:<6.1f}{versus:>26}'

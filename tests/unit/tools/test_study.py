@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from study_stats import (describe, paired_difference, summarise,  # noqa: E402
-                         t_critical)
+from study_stats import (AP_KEYS, describe, paired_difference,  # noqa: E402
+                         summarise, t_critical)
 
 # AP of three seeds: the student alone, and a method that gains on each
 RESULTS = {
@@ -286,3 +286,22 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
     again = study.run_study(args, base, methods)
     assert len(launched) == len(FAKE_AP)
     assert again['table'] == table
+
+
+def test_table_columns_fit_the_stacked_names():
+    """"PCKA + CrossKD" is longer than the single names: every row's
+    columns still sit under their headers."""
+    ap = dict(mean=9.5, std=0.5, min=9.0, max=10.0)
+    means = {k: 1.0 for k in AP_KEYS[1:]}
+    diff = dict(mean=1.0, low=0.5, high=1.5, beyond_spread=True)
+    study_out = dict(
+        table={'student': dict(ap=ap, vs_baseline=None, means=means),
+               'pcka': dict(ap=ap, vs_baseline=diff, means=means),
+               'pcka_crosskd': dict(ap=ap, vs_baseline=diff, means=means)},
+        plan={'pcka': dict(picked=3.0, at_cap=False),
+              'pcka_crosskd': dict(picked=1.3, at_cap=False)})
+    head, _, *rows = study.format_table(study_out).splitlines()[:5]
+    end = head.index('AP mean') + len('AP mean')
+    for row in rows:
+        assert row[end - 4:end] == '9.50', row
+    assert rows[2].startswith('PCKA + CrossKD ')
