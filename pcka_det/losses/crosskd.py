@@ -39,7 +39,9 @@ def align_to_teacher(student: Tensor, teacher: Tensor,
     * std_t + mean_t``, both standard deviations unbiased. The teacher's
     statistics carry no gradient. A channel of a single value (one image
     and a 1x1 level) has no unbiased std: both stds are taken as 0 there,
-    so the aligned feature is the teacher's mean (no gradient), not NaN.
+    so the aligned feature is the teacher's mean (no gradient), not NaN;
+    so is a channel whose values are all equal (its std 0: the formula
+    gives the same value, but a gradient of about ``t_std / eps``).
 
     Args:
         student (Tensor): ``(N, C, H, W)``.
@@ -62,7 +64,15 @@ def align_to_teacher(student: Tensor, teacher: Tensor,
         return (student - s_mean) * 0 + t_mean
     s_std = student.std(dim=dims, keepdim=True, unbiased=True)
     t_std = teacher.std(dim=dims, keepdim=True, unbiased=True)
-    return (student - s_mean) / (s_std + eps) * t_std + t_mean
+    # a channel whose values are all equal (a small level whose few values
+    # fp16/bf16 rounded to one) is t_mean whatever the formula, but the
+    # formula's gradient there is about t_std / eps: 200x the whole cls
+    # term's on the toy pair under bf16 autocast. No gradient there, as
+    # for a single value.
+    flat = s_std == 0
+    aligned = (student - s_mean) / (torch.where(flat, 1.0, s_std) + eps) \
+        * t_std + t_mean
+    return torch.where(flat, t_mean.expand_as(aligned), aligned)
 
 
 def kd_quality_focal_loss(pred: Tensor, target_logits: Tensor,

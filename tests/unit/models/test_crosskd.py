@@ -496,3 +496,30 @@ def test_nonfinite_head_term_is_skipped_named_and_streaked(monkeypatch):
         model(**data, mode='loss')
 
 
+
+
+def test_a_channel_of_equal_values_aligns_to_the_teachers_mean_without_gradient():
+    """All values of a student channel equal (what fp16/bf16 rounding makes
+    of a small level): the aligned channel is the teacher's mean, as the
+    formula gives, with no gradient (the formula's is about t_std / 1e-6);
+    the other channels are untouched."""
+    from pcka_det.losses.crosskd import align_to_teacher
+    torch.manual_seed(0)
+    student = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    student[:, 1] = 0.25
+    student.requires_grad_()
+    teacher = torch.randn(2, 3, 2, 2, dtype=torch.float64) * 3
+    out = align_to_teacher(student, teacher)
+    t_mean = teacher.mean(dim=(0, 2, 3))
+    assert torch.equal(out[:, 1], t_mean[1].expand(2, 2, 2))
+    # the other channels by the formula, typed out here
+    s = student.detach()
+    for c in (0, 2):
+        want = (s[:, c] - s[:, c].mean()) / (s[:, c].std() + 1e-6) * \
+            teacher[:, c].std() + t_mean[c]
+        torch.testing.assert_close(out[:, c], want)
+    (out * torch.randn_like(out)).sum().backward()
+    assert torch.isfinite(student.grad).all()
+    assert torch.equal(student.grad[:, 1], torch.zeros(2, 2, 2,
+                                                       dtype=torch.float64))
+    assert student.grad[:, 0].abs().sum() > 0
