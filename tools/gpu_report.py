@@ -170,7 +170,7 @@ def section_amp(args, device, pairs):
                 fp16 = distiller(**processed, mode='loss')
         compared = {}
         for key, value in fp32.items():
-            if 'loss' not in key or not torch.is_tensor(value):
+            if 'loss' not in key:  # a tensor, or a list (per level)
                 continue
             a = float(sum(value) if isinstance(value, list) else value)
             b = fp16[key]
