@@ -11,7 +11,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.pcka_det-installed
 
-.PHONY: install test test-fast demo study gpu-report clean-demo
+.PHONY: install test test-fast demo study gpu-report device-bundle clean-demo
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ study: install
 # random weights, nothing downloaded): work_dirs/gpu_report/gpu_report.{json,md}
 gpu-report: install
 	$(PYTHON) tools/gpu_report.py $(if $(QUICK),--quick)
+
+# The wheels the lent GPU machine lacks (tools/device_bundle.sh): built
+# here into .whl/ (mmcv's CUDA ops: long), then installed into a clean
+# Python 3.12 venv and imported. There: `bash tools/device_bundle.sh report`.
+device-bundle:
+	bash tools/device_bundle.sh build
+	bash tools/device_bundle.sh verify
 
 clean-demo:
 	rm -rf work_dirs/demo work_dirs/demo_fcos data/synthetic

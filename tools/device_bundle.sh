@@ -74,7 +74,13 @@ build() {
     #   FORCE_CUDA=1          CUDA ops although this machine has no GPU
     #   TORCH_CUDA_ARCH_LIST  one architecture: the H200's (9.0)
     #   --no-build-isolation  compile against the venv's torch $TORCH
-    local t=$SECONDS
+    #   CPATH, MMCV_CUDA_ARGS torch's CUDA headers include cuSPARSE's,
+    #                         cuBLAS's and cuSOLVER's, which a bare CUDA
+    #                         toolkit (nvcc and the runtime) lacks: the ones
+    #                         torch's own nvidia-*-cu13 wheels install serve
+    local t=$SECONDS nvinc
+    nvinc="$("$BUILD/build-venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "include"))')"
+    CPATH="$nvinc${CPATH:+:$CPATH}" MMCV_CUDA_ARGS="-I$nvinc" \
     CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" MMCV_WITH_OPS=1 FORCE_CUDA=1 \
       TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="${MAX_JOBS:-2}" CFLAGS=-g0 \
       "$BUILD/build-venv/bin/python" -m pip wheel -q --disable-pip-version-check \
