@@ -27,12 +27,14 @@ ARCH=9.0              # sm_90: H100 and H200
 # matplotlib, pillow, pyyaml, rich, tqdm and six serve): mmengine needs
 # addict, yapf (-> platformdirs), termcolor; mmdet needs pycocotools,
 # shapely, terminaltables.
+# setuptools<81 keeps pkg_resources, which MMEngine imports to resolve
+# `pkg::` config paths (the device's setuptools may be newer).
 PURE=(mmengine==0.10.7 mmdet==3.3.0 pycocotools addict yapf platformdirs
-      termcolor terminaltables shapely)
+      termcolor terminaltables shapely 'setuptools<81')
 # What the device's image holds that these wheels import, for `verify`'s
 # clean venv to stand in for it.
-DEVICE_IMAGE=(numpy scipy matplotlib opencv-python-headless pillow pyyaml
-              rich tqdm six packaging)
+DEVICE_IMAGE=(torchvision==0.26.0 numpy scipy matplotlib
+              opencv-python-headless pillow pyyaml rich tqdm six packaging)
 
 py312() {
   if [ -n "${PY312:-}" ]; then echo "$PY312"; return; fi
@@ -103,14 +105,23 @@ install() {
     --no-compile --no-cache-dir --upgrade --target "$site" "$WHL"/*.whl
 }
 
+# pcka_det from the working tree, with the `pcka_det::` config scope an
+# install gives it (pcka_det/.mim: setup.py's own helper, as an editable
+# install makes it; the folder is ignored, so it does not travel)
+with_source() {
+  export PYTHONPATH="$1:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  (cd "$ROOT" && python3 -c "import sys; sys.argv = ['setup.py', 'develop']; import setup; setup.add_mim_extension()")
+}
+
 verify() {
   local env="$BUILD/clean-venv" site="$BUILD/clean-site"
   rm -rf "$env" "$site"
   echo "== clean cp312 venv standing in for the device: torch $TORCH + ${DEVICE_IMAGE[*]}"
   venv "$env" "${DEVICE_IMAGE[@]}"
   install "$site" "$env/bin/python"
+  PATH="$env/bin:$PATH" with_source "$site"
   echo "== import from the bundle alone (no CUDA device here)"
-  PYTHONPATH="$site:$ROOT" "$env/bin/python" - "$ARCH" <<'PY'
+  "$env/bin/python" - "$ARCH" <<'PY'
 import os, os.path as osp, subprocess, sys
 import torch
 import mmcv, mmcv.ops, mmdet, mmengine
@@ -155,6 +166,17 @@ assert code == {('cubin', int(arch))}, f'expected sm_{arch} machine code only'
 boxes = torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]])
 _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
 assert keep.tolist() == [0, 2], keep
+print('imports ok')
+PY
+  echo "== the GPU report's code from the bundle, on this CPU (--quick)"
+  (cd "$ROOT" && "$env/bin/python" tools/gpu_report.py --quick --device cpu \
+     --out-dir "$BUILD/verify_report")
+  "$env/bin/python" - "$BUILD/verify_report/gpu_report.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+status = {k: v['status'] for k, v in report['sections'].items()}
+print('sections:', status)
+assert status['steps'] == 'ok' and status['launcher'] == 'ok', status
 print('bundle ok')
 PY
 }
@@ -165,7 +187,7 @@ case "${1:-build}" in
   report)
     shift
     install /tmp/site
-    export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    with_source /tmp/site
     cd "$ROOT" && exec python3 tools/gpu_report.py "$@" ;;
   *) echo "usage: bash tools/device_bundle.sh build|verify|report [args]" >&2; exit 2 ;;
 esac
