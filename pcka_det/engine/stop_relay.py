@@ -131,9 +131,21 @@ class StopRelay:
             return None
         return f'rank {rank} stopped the run: {error}'
 
-    def close(self) -> None:
-        """Stop watching (the run ended on this rank)."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop watching (the run ended on this rank), and wait until the
+        thread has left the store: a check still in flight while the
+        process exits and tears the store down can abort it ("terminate
+        called without an active exception", exit status 134, seen once in
+        a Slurm run that had finished training).
+
+        Args:
+            timeout (float): Seconds to wait for a check in flight (a TCP
+                round trip; a dead store raises at once).
+        """
         self._done.set()
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
 
 class RelayedStops:

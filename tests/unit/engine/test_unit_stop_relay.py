@@ -54,3 +54,26 @@ def test_no_stop_no_call():
         relay._thread.join(5)
         assert not relay._thread.is_alive()
     assert seen == {0: [], 1: []}
+
+
+class _SlowStore:
+    """A store whose check takes ``delay`` seconds (a slow round trip)."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.entered = threading.Event()
+
+    def check(self, keys):
+        self.entered.set()
+        threading.Event().wait(self.delay)
+        return False
+
+
+def test_close_waits_for_a_check_in_flight():
+    """The run's end (close) waits until the thread is out of the store, so
+    the process never exits with a store call in flight."""
+    store = _SlowStore(0.5)
+    relay = StopRelay(store, 0, interval=0.01).start()
+    assert store.entered.wait(5)
+    relay.close()
+    assert not relay._thread.is_alive()
