@@ -58,6 +58,9 @@ venv() {
     "torch==$TORCH" "$@"
 }
 
+# the mmcv wheel of .whl/ (none: empty output, status 1)
+mmcv_wheel() { ls "$WHL"/mmcv-2.1.0-cp312-*.whl 2>/dev/null; }
+
 build() {
   local start=$SECONDS
   mkdir -p "$WHL"
@@ -67,8 +70,8 @@ build() {
     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$WHL" "${PURE[@]}"
-  if ls "$WHL"/mmcv-2.1.0-cp312-*.whl >/dev/null 2>&1; then
-    echo "== mmcv: $(ls "$WHL"/mmcv-2.1.0-cp312-*.whl) already built"
+  if mmcv_wheel >/dev/null; then
+    echo "== mmcv: $(mmcv_wheel) already built"
   else
     echo "== build venv: Python 3.12, torch $TORCH -> $BUILD/build-venv"
     venv "$BUILD/build-venv" numpy ninja 'setuptools<81' wheel
@@ -98,7 +101,7 @@ build() {
 # install SITE: the bundle into SITE with no index, as on the device
 install() {
   local site="$1" py="${2:-python3}"
-  ls "$WHL"/mmcv-2.1.0-cp312-*.whl >/dev/null 2>&1 || {
+  mmcv_wheel >/dev/null || {
     echo "device_bundle: no mmcv wheel in $WHL: run 'bash tools/device_bundle.sh build' here and carry .whl" >&2
     exit 2; }
   "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps \
@@ -122,7 +125,8 @@ verify() {
   PATH="$env/bin:$PATH" with_source "$site"
   echo "== import from the bundle alone (no CUDA device here)"
   "$env/bin/python" - "$ARCH" <<'PY'
-import os, os.path as osp, subprocess, sys
+import os.path as osp
+import sys
 import torch
 import mmcv, mmcv.ops, mmdet, mmengine
 from mmcv.ops import nms, RoIAlign  # noqa: F401  (compiled ops mmdet uses)
