@@ -10,10 +10,14 @@ kept. While the best sits at an edge of the grid, the grid extends past
 that edge by a factor of 3 (bracketing the optimum), up to terms of
 ``CAP_RATIOS`` (0.03x to 30x the detection loss at the first step); a pick
 still at an edge there is marked in the table. Then the picked weight
-runs on every seed, as does the student alone. The table: per method the AP over seeds (mean, std, min-max), the
-paired difference to the student alone (same seed) with its 95 % t
-interval, and the AP50/75/s/m/l means; written to ``study.json`` with a
-figure of one point per seed.
+runs on every seed, as does the student alone. While the paired interval
+of the two best rows holds 0, both (and the student alone) run one more
+seed, up to ``--max-seeds`` (5). The table: per method the AP over seeds
+(mean, std, seeds, min-max), the paired difference to the student alone
+(same seed) with its 95 % t interval, and the AP50/75/s/m/l means; then
+the verdict: the best row, its lead over the second, each stacked row
+against the best single method (paired intervals). Written to
+``study.json`` with a figure of one point per seed.
 
 Built on ``make demo``'s stages and cache (``tools/demo/demo.py``): each run is
 a demo stage in the same work dir, reused while its fingerprint (config,
@@ -40,7 +44,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
 import demo  # noqa: E402
 from demo_report import read_result  # noqa: E402
 from demo_stages import DETECTORS, METHODS, ROOT, stage_overrides  # noqa: E402,E501
-from study_stats import AP_KEYS, summarise  # noqa: E402
+from study_stats import AP_KEYS, summarise, verdict  # noqa: E402
 
 # Distillation / detection loss ratios at the first step the grid aims at.
 TARGET_RATIOS = (0.3, 1.0, 3.0)
@@ -49,6 +53,12 @@ TARGET_RATIOS = (0.3, 1.0, 3.0)
 # side of an equal pull), 3x per step.
 CAP_RATIOS = (0.03, 30.0)
 STEP = 3.0
+# The rows that stack two methods (the verdict compares each with the best
+# single method).
+STACKED = ('pcka_crosskd', 'pcka_fitnet')
+# Seeds added, one at a time, to the two best rows (and the student alone)
+# while their paired interval holds 0, up to this many in all.
+MAX_SEEDS = 5
 
 
 def parse_args(argv=None):
@@ -58,6 +68,10 @@ def parse_args(argv=None):
     parser.add_argument('--methods', nargs='+', default=None,
                         help='default: every method of the detector')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--max-seeds', type=int, default=MAX_SEEDS,
+                        help='seeds the two best rows may reach while their '
+                        'paired interval holds 0 (default %(default)s; the '
+                        'number of --seeds: no seed added)')
     parser.add_argument('--work-dir', help='default: the demo\'s, so its '
                         'teacher and seed-0 student are reused')
     parser.add_argument('--data-root')
@@ -79,6 +93,9 @@ def parse_args(argv=None):
                      f'{unknown}')
     if 0 not in args.seeds:
         parser.error('--seeds must include 0 (the tuning seed)')
+    if args.max_seeds < len(set(args.seeds)):
+        parser.error(f'--max-seeds {args.max_seeds} is fewer than the '
+                     f'{len(set(args.seeds))} --seeds given')
     return args, base, methods
 
 
@@ -247,6 +264,33 @@ def run_study(args, base, methods) -> dict:
                 results[method][seed] = metrics(
                     f'{method}_x{best:g}_s{seed}', config, seed,
                     weight_options(config, best))
+    # seeds for the two best rows (and the student alone) while their
+    # paired interval holds 0, up to --max-seeds in all
+    seeds, added = list(args.seeds), []
+
+    def run_seed(method, seed):
+        if method == 'student':
+            results['student'][seed] = metrics(f'student_s{seed}',
+                                               student_cfg, seed,
+                                               distilled=False)
+        else:
+            p = plan[method]
+            results[method][seed] = metrics(
+                f'{method}_x{p["picked"]:g}_s{seed}', p['config'], seed,
+                p['options'])
+
+    while len(methods) > 1:
+        v = verdict(results, STACKED)
+        top = ('student', v['best'], v['runner_up'])
+        missing = [(m, s) for m in top for s in seeds if s not in results[m]]
+        if missing:  # a row that moved into the top two catches up
+            for m, s in missing:
+                run_seed(m, s)
+            continue
+        if v['separated'] or len(seeds) >= args.max_seeds:
+            break
+        seeds.append(max(seeds) + 1)
+        added.append(seeds[-1])
     table = summarise(results)
     # the seed-0 run of a distilled method is the best of its grid (picked
     # on that seed's validation AP, an upward bias the student alone does
@@ -256,8 +300,11 @@ def run_study(args, base, methods) -> dict:
     if held_out['student']:  # seeds besides 0 were run
         for method, row in summarise(held_out).items():
             table[method]['vs_baseline_held_out'] = row['vs_baseline']
-    return dict(detector=detector, seeds=args.seeds, tiny=args.tiny,
+    return dict(detector=detector, seeds=seeds, seeds_added=added,
+                max_seeds=args.max_seeds, tiny=args.tiny,
                 target_ratios=TARGET_RATIOS, plan=plan,
+                verdict=verdict(results, STACKED) if len(methods) > 1
+                else None,
                 results={m: {str(s): r for s, r in by_seed.items()}
                          for m, by_seed in results.items()},
                 table=table,
@@ -271,7 +318,7 @@ def format_table(study: dict) -> str:
     # the name column fits the longest label ("PCKA + CrossKD")
     width = max(10, *(len(METHODS.get(m, m)) + 1 for m in table))
     head = (f'{"method":<{width}}{"weight x":>9}{"AP mean":>9}{"std":>6}'
-            f'{"min-max":>13}{"vs student (95% CI)":>26}'
+            f'{"seeds":>6}{"min-max":>13}{"vs student (95% CI)":>26}'
             f'{"seeds>0":>9}'
             + ''.join(f'{k:>7}' for k in AP_KEYS[1:]))
     lines = [head, '-' * len(head)]
@@ -295,7 +342,7 @@ def format_table(study: dict) -> str:
         lines.append(
             f'{METHODS.get(method, method):<{width}}'
             f'{weight:>9}'
-            f'{ap["mean"]:>9.2f}{ap["std"]:>6.2f}'
+            f'{ap["mean"]:>9.2f}{ap["std"]:>6.2f}{ap["n"]:>6d}'
             f'{ap["min"]:>6.1f}-{ap["max"]:<6.1f}{versus:>26}'
             f'{held_out:>9}'
             + ''.join(f'{row["means"].get(k, float("nan")):>7.1f}'
@@ -306,6 +353,51 @@ def format_table(study: dict) -> str:
                  'loss at the first step): not bracketed')
     lines.append('seeds>0: mean difference without the tuning seed (whose '
                  'distilled run is the best of the grid)')
+    return '\n'.join(lines)
+
+
+def _interval(diff: dict) -> str:
+    """``+1.23 [+0.10, +2.36] over seeds 0, 1, 2``."""
+    seeds = ', '.join(str(s) for s in diff['seeds'])
+    if diff['low'] is None:
+        return f'{diff["mean"]:+.2f} on seed {seeds} (no interval)'
+    return (f'{diff["mean"]:+.2f} [{diff["low"]:+.2f}, {diff["high"]:+.2f}]'
+            f' over seeds {seeds}')
+
+
+def verdict_text(study: dict) -> str:
+    """The verdict in words: the best row, whether its lead over the second
+    is beyond the seed spread, and whether a stacked row beats the best
+    single method (each with its paired 95 % interval)."""
+    v = study.get('verdict')
+    if v is None:
+        return 'Verdict: one distilled row, nothing to rank.'
+    name = lambda m: METHODS.get(m, m)  # noqa: E731
+    lead = v['lead']
+    separated = ('beyond the seed spread' if v['separated'] else
+                 'within the seed spread: the two are not separated')
+    lines = [
+        f'Best student: {name(v["best"])}, {v["means"][v["best"]]:.2f} AP; '
+        f'vs the student alone {_interval(v["vs_baseline"])}.',
+        f'Its lead over {name(v["runner_up"])} '
+        f'({v["means"][v["runner_up"]]:.2f} AP): {_interval(lead)}, '
+        f'{separated}'
+        + ('' if v['separated'] else
+           f' ({len(lead["seeds"])} seeds; the study adds seeds to the top '
+           f'two up to {study.get("max_seeds", MAX_SEEDS)})') + '.']
+    stacked = v['stacked_vs_single']
+    single = name(v['best_single']) if v['best_single'] else None
+    for m, diff in stacked.items():
+        lines.append(f'{name(m)} vs {single} alone (the best single '
+                     f'method): {_interval(diff)}.')
+    if stacked:
+        winners = [m for m, d in stacked.items()
+                   if d['beyond_spread'] and d['mean'] > 0]
+        lines.append(
+            'No stacked row beats the best single method beyond the seed '
+            'spread.' if not winners else
+            f'{", ".join(name(m) for m in winners)} beat{"s" if len(winners) == 1 else ""} '
+            f'{single} alone beyond the seed spread.')
     return '\n'.join(lines)
 
 
@@ -335,7 +427,7 @@ def main(argv=None) -> dict:
     start = time.monotonic()
     study = run_study(args, base, methods)
     study['wall_s'] = round(time.monotonic() - start, 1)
-    text = format_table(study)
+    text = format_table(study) + '\n\n' + verdict_text(study)
     print(text)
     times = study['train_time_s']
     print(f'{len(times["stages"])} stages, {times["total"] / 3600:.2f} h '

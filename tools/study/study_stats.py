@@ -1,12 +1,14 @@
 """Statistics of a seeds x methods study: per method the mean AP over
 seeds, its spread, and the paired difference to the student trained alone
-on the same seeds, with a 95 % t interval.
+on the same seeds, with a 95 % t interval; and the verdict: the best row,
+its lead over the second and each stacked row against the best single
+method, each a paired interval.
 
 Pure functions on plain dicts (``method -> seed -> metrics``), so that the
 numbers a study prints can be checked against values computed by hand.
 """
 import math
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Sequence
 
 from scipy import stats
 
@@ -90,3 +92,53 @@ def summarise(results: Mapping[str, Mapping[int, Mapping[str, float]]],
             vs_baseline=None if method == baseline else
             paired_difference(values, base))
     return table
+
+
+def verdict(results: Mapping[str, Mapping[int, Mapping[str, float]]],
+            stacked: Sequence[str] = (), baseline: str = 'student',
+            key: str = 'AP') -> dict:
+    """Which row gives the best student, and whether it is separated.
+
+    Rows are ranked by their mean ``key`` over their own seeds; the lead of
+    the best over the second is the paired difference over the seeds both
+    ran (:func:`paired_difference`), and so is each stacked row against the
+    best single method.
+
+    Args:
+        results (Mapping): ``method -> seed -> {metric: value}``, the
+            baseline included.
+        stacked (Sequence[str]): The rows that stack two methods; every
+            other row but the baseline is a single method.
+        baseline (str): The student trained alone.
+        key (str): The metric ranked.
+
+    Returns:
+        dict: ``ranking`` (best first), ``means``, ``best``, ``runner_up``
+        (None with a single distilled row), ``lead`` (the paired difference
+        best - runner-up, or None), ``separated`` (its interval excludes
+        0), ``vs_baseline`` (best - baseline), ``best_single`` (the best
+        single method, or None) and ``stacked_vs_single`` (stacked row ->
+        its paired difference to ``best_single``).
+    """
+    def values(method):
+        return {s: m[key] for s, m in results[method].items()}
+
+    means = {m: describe(list(values(m).values()))['mean']
+             for m in results if m != baseline}
+    if not means:
+        raise ValueError('no distilled row to rank')
+    ranking = sorted(means, key=lambda m: -means[m])  # stable on ties
+    best = ranking[0]
+    runner_up = ranking[1] if len(ranking) > 1 else None
+    lead = None if runner_up is None else paired_difference(
+        values(best), values(runner_up))
+    singles = [m for m in ranking if m not in stacked]
+    best_single = singles[0] if singles else None
+    return dict(
+        ranking=ranking, means=means, best=best, runner_up=runner_up,
+        lead=lead, separated=bool(lead and lead['beyond_spread']),
+        vs_baseline=paired_difference(values(best), values(baseline)),
+        best_single=best_single,
+        stacked_vs_single={} if best_single is None else {
+            m: paired_difference(values(m), values(best_single))
+            for m in ranking if m in stacked})

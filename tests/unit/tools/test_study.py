@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 from study_stats import (AP_KEYS, describe, paired_difference,  # noqa: E402
-                         summarise, t_critical)
+                         summarise, t_critical, verdict)
 
 # AP of three seeds: the student alone, and a method that gains on each
 RESULTS = {
@@ -69,6 +69,33 @@ def test_summarise_table():
     assert pkd['low'] < 0 < pkd['high'] and not pkd['beyond_spread']
     with pytest.raises(ValueError, match='baseline "teacher"'):
         summarise(RESULTS, baseline='teacher')
+
+
+def test_verdict_by_hand():
+    """The best row by mean, its lead over the second and each stacked row
+    against the best single method, paired over common seeds."""
+    results = dict(RESULTS, pcka_fitnet={
+        0: dict(AP=9.6), 1: dict(AP=9.3), 2: dict(AP=9.3)})
+    v = verdict(results, stacked=['pcka_fitnet'])
+    # means: PCKA + FitNet 9.4, PCKA 9.2, PKD 8.533
+    assert v['ranking'] == ['pcka_fitnet', 'pcka', 'pkd']
+    assert (v['best'], v['runner_up'], v['best_single']) == (
+        'pcka_fitnet', 'pcka', 'pcka')
+    # lead: 0.6, 0.1, -0.1: mean 0.2, the interval holds 0
+    assert v['lead']['mean'] == pytest.approx(0.2)
+    assert v['lead']['low'] < 0 and not v['separated']
+    assert v['stacked_vs_single']['pcka_fitnet'] == v['lead']
+    # the best against the student alone: 1.6, 0.7, 1.0
+    assert v['vs_baseline']['mean'] == pytest.approx(1.1)
+    # a clear lead: PCKA over PKD, 0.4, 0.5, 0.5: mean 1.4 / 3, sample
+    # variance (0.01 / 9 * 6) / 2
+    clear = dict(RESULTS, pkd={0: dict(AP=8.6), 1: dict(AP=8.7),
+                               2: dict(AP=8.9)})
+    v = verdict(clear)
+    assert (v['best'], v['runner_up']) == ('pcka', 'pkd')
+    half = 4.302653 * math.sqrt(0.01 / 3) / math.sqrt(3)
+    assert v['lead']['low'] == pytest.approx(1.4 / 3 - half, abs=1e-5)
+    assert v['separated'] and v['stacked_vs_single'] == {}
 
 
 # ----------------------------------------------------------------- the study
@@ -228,9 +255,10 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
     pick by seed-0 AP, every seed at the picked weight, the table against
     hand-computed values, the training time summed; a rerun reuses all."""
     work, data = tmp_path / 'work', tmp_path / 'data'
+    # --max-seeds 3: no seed added (that rule: the test after this one)
     args, base, methods = study.parse_args(
         ['--tiny', '--methods', 'pcka', 'pkd', '--work-dir', str(work),
-         '--data-root', str(data)])
+         '--data-root', str(data), '--max-seeds', '3'])
     (work / 'teacher').mkdir(parents=True)
     (work / 'teacher' / 'model.pth').write_bytes(b'teacher weights')
     launched = []
@@ -291,7 +319,7 @@ def test_whole_study_tunes_on_seed_0_then_runs_every_seed(tmp_path,
 def test_table_columns_fit_the_stacked_names():
     """"PCKA + CrossKD" is longer than the single names: every row's
     columns still sit under their headers."""
-    ap = dict(mean=9.5, std=0.5, min=9.0, max=10.0)
+    ap = dict(n=3, mean=9.5, std=0.5, min=9.0, max=10.0)
     means = {k: 1.0 for k in AP_KEYS[1:]}
     diff = dict(mean=1.0, low=0.5, high=1.5, beyond_spread=True)
     study_out = dict(
@@ -305,3 +333,85 @@ def test_table_columns_fit_the_stacked_names():
     for row in rows:
         assert row[end - 4:end] == '9.50', row
     assert rows[2].startswith('PCKA + CrossKD ')
+
+
+# Seeds 0-2 of three methods whose picks are bracketed (PCKA x1 and FitNet
+# x1 at ratio 1.0, PKD x0.5 at ratio 2.0); PCKA and PKD lead, 9.37 and
+# 9.30 AP, FitNet 8.50.
+SEEDS_0_2 = {
+    'teacher': 0.13,
+    'student': 0.080, 'student_s1': 0.082, 'student_s2': 0.081,
+    'pcka_x0.3_s0': 0.080, 'pcka_x1_s0': 0.095, 'pcka_x3_s0': 0.085,
+    'pcka_x1_s1': 0.096, 'pcka_x1_s2': 0.090,
+    'pkd_x0.15_s0': 0.080, 'pkd_x0.5_s0': 0.094, 'pkd_x1.5_s0': 0.070,
+    'pkd_x0.5_s1': 0.092, 'pkd_x0.5_s2': 0.093,
+    'fitnet_x0.3_s0': 0.070, 'fitnet_x1_s0': 0.085, 'fitnet_x3_s0': 0.075,
+    'fitnet_x1_s1': 0.086, 'fitnet_x1_s2': 0.084,
+}
+
+
+def _run_fake_study(tmp_path, monkeypatch, fake_ap):
+    work, data = tmp_path / 'work', tmp_path / 'data'
+    args, base, methods = study.parse_args(
+        ['--tiny', '--methods', 'pcka', 'pkd', 'fitnet', '--work-dir',
+         str(work), '--data-root', str(data)])
+    (work / 'teacher').mkdir(parents=True)
+    (work / 'teacher' / 'model.pth').write_bytes(b'teacher weights')
+    launched = []
+
+    def launch(args, name, out_dir, total_iters):
+        launched.append(name)
+        fake_result(out_dir, fake_ap[name])
+
+    monkeypatch.setattr(demo, 'launch_stage', launch)
+    ratios = {'pcka': 1.0, 'pkd': 2.0, 'fitnet': 1.0}
+    monkeypatch.setattr(study, 'first_step_ratio',
+                        lambda base, config: ratios[config.split('/')[-1]
+                                                    .split('_')[0]])
+    return study.run_study(args, base, methods), launched
+
+
+def test_seeds_added_to_the_top_two_up_to_the_cap(tmp_path, monkeypatch):
+    """PCKA - PKD per seed: 0.1, 0.4, -0.3, then 0.6 (seed 3) and 0.8
+    (seed 4): the interval holds 0 at every count, so seeds 3 and 4 run
+    for PCKA, PKD and the student alone (not FitNet), and the study stops
+    at 5 seeds."""
+    fake = {**SEEDS_0_2, 'student_s3': 0.079, 'pcka_x1_s3': 0.097,
+            'pkd_x0.5_s3': 0.091, 'student_s4': 0.083, 'pcka_x1_s4': 0.098,
+            'pkd_x0.5_s4': 0.090}
+    out, launched = _run_fake_study(tmp_path, monkeypatch, fake)
+    assert launched == list(fake)
+    assert out['seeds'] == [0, 1, 2, 3, 4] and out['seeds_added'] == [3, 4]
+    v = out['verdict']
+    assert (v['best'], v['runner_up']) == ('pcka', 'pkd')
+    # differences 0.1, 0.4, -0.3, 0.6, 0.8: mean 0.32, sample variance
+    # 0.748 / 4; t(4) = 2.7764
+    half = 2.776445 * math.sqrt(0.748 / 4) / math.sqrt(5)
+    assert v['lead']['mean'] == pytest.approx(0.32)
+    assert v['lead']['low'] == pytest.approx(0.32 - half, abs=1e-5)
+    assert not v['separated'] and v['lead']['seeds'] == [0, 1, 2, 3, 4]
+    assert out['table']['fitnet']['ap']['n'] == 3
+    assert out['table']['pcka']['ap']['n'] == 5
+    text = study.verdict_text(out)
+    assert text.splitlines()[1] == (
+        'Its lead over PKD (9.20 AP): +0.32 [%+.2f, %+.2f] over seeds 0, 1, '
+        '2, 3, 4, within the seed spread: the two are not separated (5 '
+        'seeds; the study adds seeds to the top two up to 5).'
+        % (0.32 - half, 0.32 + half))
+
+
+def test_seeds_added_until_the_top_two_separate(tmp_path, monkeypatch):
+    """PCKA - PKD per seed: 0.5, 0.7, 0.2 (the interval holds 0), then 0.5
+    on seed 3: separated at 4 seeds, no fifth seed runs."""
+    fake = {**SEEDS_0_2, 'pkd_x0.5_s0': 0.090, 'pkd_x0.5_s1': 0.089,
+            'pkd_x0.5_s2': 0.088, 'student_s3': 0.079, 'pcka_x1_s3': 0.097,
+            'pkd_x0.5_s3': 0.092}
+    out, launched = _run_fake_study(tmp_path, monkeypatch, fake)
+    assert launched == list(fake)  # no student_s4
+    assert out['seeds_added'] == [3]
+    v = out['verdict']
+    # differences 0.5, 0.7, 0.2, 0.5: mean 0.475, sample variance 0.1275/3
+    half = 3.182446 * math.sqrt(0.1275 / 3) / 2
+    assert v['lead']['low'] == pytest.approx(0.475 - half, abs=1e-5)
+    assert v['separated']
+    assert 'beyond the seed spread.' in study.verdict_text(out)
