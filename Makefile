@@ -41,7 +41,8 @@ demo: install
 # (tools/study/study.py; hours on 2 cores, resumable: rerun to continue).
 study: install
 	$(PYTHON) tools/study/study.py $(if $(DETECTOR),--detector $(DETECTOR)) \
-		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
+		$(if $(METHODS),--methods $(METHODS))
 
 # Every GPU figure README quotes, in one command (tools/gpu_report.py;
 # random weights, nothing downloaded): work_dirs/gpu_report/gpu_report.{json,md}
