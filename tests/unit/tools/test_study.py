@@ -415,3 +415,23 @@ def test_seeds_added_until_the_top_two_separate(tmp_path, monkeypatch):
     assert v['lead']['low'] == pytest.approx(0.475 - half, abs=1e-5)
     assert v['separated']
     assert 'beyond the seed spread.' in study.verdict_text(out)
+
+
+def test_a_row_that_enters_the_top_two_catches_up(tmp_path, monkeypatch):
+    """FitNet (9.27 AP on seeds 0-2) is third behind PCKA and PKD; PKD's
+    seed 3 (8.5) drops its mean to 9.10, so FitNet becomes second and runs
+    seed 3 before the comparison, then seed 4 with PCKA and the student
+    (PCKA - FitNet: 0.2, 0.4, -0.3, 0.3, 0.5, still not separated)."""
+    fake = {**SEEDS_0_2, 'fitnet_x1_s0': 0.093, 'fitnet_x1_s1': 0.092,
+            'fitnet_x1_s2': 0.093, 'student_s3': 0.079, 'pcka_x1_s3': 0.097,
+            'pkd_x0.5_s3': 0.085, 'fitnet_x1_s3': 0.094,
+            'student_s4': 0.083, 'pcka_x1_s4': 0.098,
+            'fitnet_x1_s4': 0.093}
+    out, launched = _run_fake_study(tmp_path, monkeypatch, fake)
+    assert launched == list(fake)
+    v = out['verdict']
+    assert (v['best'], v['runner_up']) == ('pcka', 'fitnet')
+    assert v['lead']['seeds'] == [0, 1, 2, 3, 4]
+    assert v['lead']['mean'] == pytest.approx(0.22)
+    assert [out['table'][m]['ap']['n'] for m in ('pcka', 'pkd', 'fitnet')] \
+        == [5, 4, 5]
