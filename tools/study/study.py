@@ -372,7 +372,9 @@ def verdict_text(study: dict) -> str:
     v = study.get('verdict')
     if v is None:
         return 'Verdict: one distilled row, nothing to rank.'
-    name = lambda m: METHODS.get(m, m)  # noqa: E731
+    def name(method):
+        return METHODS.get(method, method)
+
     lead = v['lead']
     separated = ('beyond the seed spread' if v['separated'] else
                  'within the seed spread: the two are not separated')
@@ -396,8 +398,9 @@ def verdict_text(study: dict) -> str:
         lines.append(
             'No stacked row beats the best single method beyond the seed '
             'spread.' if not winners else
-            f'{", ".join(name(m) for m in winners)} beat{"s" if len(winners) == 1 else ""} '
-            f'{single} alone beyond the seed spread.')
+            f'{" and ".join(name(m) for m in winners)} beat'
+            f'{"s" if len(winners) == 1 else ""} {single} alone beyond the '
+            'seed spread.')
     return '\n'.join(lines)
 
 

@@ -435,3 +435,23 @@ def test_a_row_that_enters_the_top_two_catches_up(tmp_path, monkeypatch):
     assert v['lead']['mean'] == pytest.approx(0.22)
     assert [out['table'][m]['ap']['n'] for m in ('pcka', 'pkd', 'fitnet')] \
         == [5, 4, 5]
+
+
+def test_verdict_text_says_whether_a_stacked_row_beats_the_best_single():
+    # PCKA + FitNet - PCKA (the best single method): 0.6, 0.6, 0.5
+    wins = dict(RESULTS, pcka_fitnet={0: dict(AP=9.6), 1: dict(AP=9.8),
+                                      2: dict(AP=9.9)})
+    lines = study.verdict_text(dict(verdict=verdict(
+        wins, stacked=['pcka_fitnet']), max_seeds=5)).splitlines()
+    assert lines[0].startswith('Best student: PCKA + FitNet, 9.77 AP; ')
+    assert lines[2] == ('PCKA + FitNet vs PCKA alone (the best single '
+                        'method): +0.57 [+0.42, +0.71] over seeds 0, 1, 2.')
+    assert lines[3] == ('PCKA + FitNet beats PCKA alone beyond the seed '
+                        'spread.')
+    # 0.6, 0.1, -0.1: within the spread
+    ties = dict(RESULTS, pcka_fitnet={0: dict(AP=9.6), 1: dict(AP=9.3),
+                                      2: dict(AP=9.3)})
+    text = study.verdict_text(dict(verdict=verdict(
+        ties, stacked=['pcka_fitnet']), max_seeds=5))
+    assert text.splitlines()[-1] == ('No stacked row beats the best single '
+                                     'method beyond the seed spread.')
