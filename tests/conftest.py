@@ -6,32 +6,12 @@ import torch
 from mmengine.config import Config
 
 import pcka_det  # noqa: F401  (registers components and the pcka_det:: scope)
+from format_once import format_each_config_once
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _format_each_config_once():
-    """MMEngine formats a run's whole config with yapf (about 0.4 s of CPU)
-    each time it logs it, dumps it, hands it to the visualizer, keeps it in
-    the message hub and writes it into a checkpoint: five or more times a
-    run, a third of a toy run's time in the suite's in-process runs. Here
-    each distinct config (by content) is formatted once per test process;
-    the text is MMEngine's own. The runs the suite starts as subprocesses
-    (the launchers, kills) format as a user's run does."""
-    from mmengine.config import Config
-    format_text = Config.pretty_text.fget
-    texts = {}
-
-    def pretty_text(self):
-        key = (self._format_python_code, repr(self.to_dict()))
-        if key not in texts:
-            texts[key] = format_text(self)
-        return texts[key]
-
-    Config.pretty_text = property(pretty_text)
-
-
-_format_each_config_once()
+format_each_config_once()  # in the suite's process (format_once.py)
 # the tools' own modules (demo, study, benchmarks, analysis) for their tests
 for _folder in ('demo', 'study', 'benchmark', 'analysis'):
     sys.path.insert(0, osp.join(ROOT, 'tools', _folder))
@@ -124,3 +104,4 @@ def toy_options(data_root, teacher_ckpt, **extra) -> dict:
         opts['model.allow_random_teacher'] = True
     opts.update(extra)
     return opts
+
