@@ -11,7 +11,7 @@ hold the cached backbone weights and the teacher the cached checkpoint's.
 Without torchvision, or with an empty cache, the build fails on the
 download attempt (no network); nothing is skipped.
 
-One 320x1088 image: RetinaNet's P6 (stride 64) is then 5x17 cells, two
+One 192x1088 image: RetinaNet's P6 (stride 64) is then 3x17 cells, two
 16-cell patches, so no PCKA level degenerates to a single patch (whose intra
 term is defined as 1, i.e. a loss of exactly 0). At 96x128 every RetinaNet
 level is one patch and a "0 <= loss" check cannot fail.
@@ -47,20 +47,19 @@ COCO_CONFIGS = sorted(
     for folder in ('pcka', 'baselines', 'crosskd')
     for p in glob.glob(osp.join(ROOT, 'configs', folder, '*.py')))
 
-# (H, W): P6 of RetinaNet is 5x17 cells, P7 3x9; P2 of Faster R-CNN 80x272.
-# Wide, so that every 16-cell PCKA level has >= 2 patches at half the
-# pixels (and step time) of a COCO-size image.
-IMAGE_SIZE = (320, 1088)
-# Configs whose deepest distilled level has stride 32 (P5 10x17 cells: two
-# 16-cell patches) step at half that width; a config put here wrongly fails
-# the ">= 2 patches" check below. DINO's Swin-L teacher steps at 192 rows
-# (P6 3x17: two patches).
-SIZES = {name: (320, 544) for name in (
+# (H, W): P6 of RetinaNet is 3x17 cells (two 16-cell patches), P7 2x9 (the
+# CWD and FitNet baselines distil P7: >= 2 cells a side); P2 of Faster R-CNN
+# 48x272. Wide and flat, so that every 16-cell PCKA level has >= 2 patches
+# at a fifth of the pixels (and step time) of a COCO-size image.
+IMAGE_SIZE = (192, 1088)
+# Configs whose deepest distilled level has stride 32 (P5 4x17 cells: two
+# 16-cell patches) step at 128x544; a config put here wrongly fails the
+# ">= 2 patches" check below.
+SIZES = {name: (128, 544) for name in (
     'faster_rcnn_r101_r50.py', 'cascade_x101_faster_rcnn_r50.py',
     'cascade_mask_x101_mask_rcnn_r50.py', 'rtmdet_l_s.py',
     'mask_swin-t_faster_rcnn_r50.py', 'yolox_l_s.py',
     'pkd_faster_rcnn_r101_r50.py')}
-SIZES['dino_swin-l_r50.py'] = (192, 1088)
 # Built with a random teacher and no cache file for it (DINO Swin-L's
 # checkpoint would be about 0.9 GB); the URL path runs on every other config.
 RANDOM_TEACHER = ('dino_swin-l_r50.py', )
