@@ -6,12 +6,10 @@ import torch
 from mmengine.config import Config
 
 import pcka_det  # noqa: F401  (registers components and the pcka_det:: scope)
-from format_once import format_each_config_once
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-format_each_config_once()  # in the suite's process (format_once.py)
 # the tools' own modules (demo, study, benchmarks, analysis) for their tests
 for _folder in ('demo', 'study', 'benchmark', 'analysis'):
     sys.path.insert(0, osp.join(ROOT, 'tools', _folder))

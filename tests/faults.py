@@ -32,10 +32,6 @@ node of a multi-node run).
 ``RISING_METRIC=<key>`` (another variable) sets that validation metric to
 the time of the validation, so every validation, in this process or a
 resumed one, finds a new best (``save_best``).
-
-Whatever the variables, the run formats each distinct config once
-(``format_once.py``: MMEngine's own text, not re-formatted for each log,
-dump and checkpoint), as the suite's in-process runs do.
 """
 import builtins
 import io
@@ -44,9 +40,6 @@ import os.path as osp
 import signal
 
 import torch
-from format_once import format_each_config_once
-
-format_each_config_once()
 
 POINT = os.environ.get('KILL_AT', '')
 KIND, _, TARGET = POINT.partition(':')
