@@ -278,8 +278,11 @@ class FormattedOnceConfig(Config):
     _texts: Dict[Tuple[bool, str], str] = {}
 
     @classmethod
-    def of(cls, cfg: Config) -> 'FormattedOnceConfig':
-        """``cfg`` as this class (a shallow copy, as ``Config.copy``)."""
+    def of(cls, cfg) -> 'FormattedOnceConfig':
+        """``cfg`` (a ``Config``, ``ConfigDict`` or dict, as
+        ``Runner.from_cfg`` takes) as this class, sharing its content."""
+        if not isinstance(cfg, Config):
+            cfg = Config(cfg)
         other = cls.__new__(cls)
         other.__dict__.update(cfg.__dict__)
         return other

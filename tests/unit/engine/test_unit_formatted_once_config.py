@@ -23,6 +23,7 @@ def format_calls(monkeypatch):
         return format_code(*args, **kwargs)
 
     monkeypatch.setattr(mmengine_config, 'FormatCode', counting)
+    monkeypatch.setattr(FormattedOnceConfig, '_texts', {})  # none formatted
     return calls
 
 
@@ -37,6 +38,13 @@ def test_same_text_once_per_content(format_calls):
     assert cfg.pretty_text == Config(dict(a=1, b=dict(c=[1, 2, 3]))
                                      ).pretty_text
     assert len(format_calls) == 5
+
+
+def test_a_dict_or_config_dict_as_runner_from_cfg_takes(format_calls):
+    from mmengine.config import ConfigDict
+    want = Config(dict(a=1, b=[2])).pretty_text
+    for cfg in (dict(a=1, b=[2]), ConfigDict(a=1, b=[2])):
+        assert FormattedOnceConfig.of(cfg).pretty_text == want
 
 
 @pytest.mark.slow
