@@ -85,7 +85,10 @@ def parse_args(argv=None):
             demo_argv += [flag, value]
     base = demo.parse_args(demo_argv + (['--tiny'] if args.tiny else []))
     base.seed = 0
-    methods = args.methods or list(DETECTORS[args.detector]['methods'])
+    # a repeated method or seed is one row or run
+    methods = list(dict.fromkeys(
+        args.methods or DETECTORS[args.detector]['methods']))
+    args.seeds = sorted(set(args.seeds))
     unknown = sorted(set(methods) -
                      set(DETECTORS[args.detector]['methods']))
     if unknown:
@@ -93,9 +96,9 @@ def parse_args(argv=None):
                      f'{unknown}')
     if 0 not in args.seeds:
         parser.error('--seeds must include 0 (the tuning seed)')
-    if args.max_seeds < len(set(args.seeds)):
+    if args.max_seeds < len(args.seeds):
         parser.error(f'--max-seeds {args.max_seeds} is fewer than the '
-                     f'{len(set(args.seeds))} --seeds given')
+                     f'{len(args.seeds)} --seeds given')
     return args, base, methods
 
 
@@ -387,6 +390,9 @@ def verdict_text(study: dict) -> str:
         + ('' if v['separated'] else
            f' ({len(lead["seeds"])} seeds; the study adds seeds to the top '
            f'two up to {study.get("max_seeds", MAX_SEEDS)})') + '.']
+    if v.get('lead_held_out'):
+        lines.append('Without seed 0 (each distilled row\'s best grid run): '
+                     f'{_interval(v["lead_held_out"])}.')
     stacked = v['stacked_vs_single']
     single = name(v['best_single']) if v['best_single'] else None
     for m, diff in stacked.items():

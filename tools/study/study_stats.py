@@ -45,7 +45,8 @@ def paired_difference(values: Mapping[int, float],
     Returns:
         dict: ``seeds``, ``mean``, ``std`` (of the differences), ``low``,
         ``high`` (the interval; None with fewer than two seeds) and
-        ``beyond_spread`` (the interval excludes 0).
+        ``beyond_spread`` (the interval excludes 0 and has a width: equal
+        differences on every seed measure no spread).
     """
     seeds = sorted(set(values) & set(baseline))
     if not seeds:
@@ -58,7 +59,10 @@ def paired_difference(values: Mapping[int, float],
         half = t_critical(len(diffs) - 1, level) * d['std'] / math.sqrt(
             len(diffs))
         out.update(low=d['mean'] - half, high=d['mean'] + half)
-        out['beyond_spread'] = out['low'] > 0 or out['high'] < 0
+        # identical differences (AP comes in 0.1 steps) leave no measured
+        # spread: a zero-width interval separates nothing
+        out['beyond_spread'] = d['std'] > 1e-9 and (
+            out['low'] > 0 or out['high'] < 0)
     return out
 
 
@@ -116,7 +120,8 @@ def verdict(results: Mapping[str, Mapping[int, Mapping[str, float]]],
         dict: ``ranking`` (best first), ``means``, ``best``, ``runner_up``
         (None with a single distilled row), ``lead`` (the paired difference
         best - runner-up, or None), ``separated`` (its interval excludes
-        0), ``vs_baseline`` (best - baseline), ``best_single`` (the best
+        0), ``lead_held_out`` (the lead on the seeds other than 0, the
+        tuning seed, or None), ``vs_baseline`` (best - baseline), ``best_single`` (the best
         single method, or None) and ``stacked_vs_single`` (stacked row ->
         its paired difference to ``best_single``).
     """
@@ -132,11 +137,19 @@ def verdict(results: Mapping[str, Mapping[int, Mapping[str, float]]],
     runner_up = ranking[1] if len(ranking) > 1 else None
     lead = None if runner_up is None else paired_difference(
         values(best), values(runner_up))
+    # seed 0 of a distilled row is the best run of its grid (an upward bias,
+    # larger for a longer grid): the lead without it, for comparison
+    held_out = None
+    if runner_up is not None and len(lead['seeds']) > 1:
+        held_out = paired_difference(
+            {s: v for s, v in values(best).items() if s != 0},
+            values(runner_up))
     singles = [m for m in ranking if m not in stacked]
     best_single = singles[0] if singles else None
     return dict(
         ranking=ranking, means=means, best=best, runner_up=runner_up,
         lead=lead, separated=bool(lead and lead['beyond_spread']),
+        lead_held_out=held_out,
         vs_baseline=paired_difference(values(best), values(baseline)),
         best_single=best_single,
         stacked_vs_single={} if best_single is None else {

@@ -58,6 +58,14 @@ def test_paired_difference_by_hand():
         paired_difference({7: 1.0}, student)
 
 
+def test_equal_differences_on_every_seed_separate_nothing():
+    # AP comes in 0.1 steps: +0.3 on each seed is a zero-width interval
+    d = paired_difference({0: 9.3, 1: 9.1, 2: 9.6}, {0: 9.0, 1: 8.8, 2: 9.3})
+    assert d['mean'] == pytest.approx(0.3) and d['std'] == pytest.approx(
+        0, abs=1e-12)
+    assert not d['beyond_spread']
+
+
 def test_summarise_table():
     table = summarise(RESULTS)
     assert table['student']['vs_baseline'] is None
@@ -162,6 +170,12 @@ def test_stacked_methods_scale_every_term_by_one_factor(tmp_path):
         'model.distill_losses.crosskd.loss.cls_weight': 0.5,
         'model.distill_losses.crosskd.loss.ld_weight': 3.0,
         'model.distill_losses.crosskd.loss.giou_weight': 1.0}
+
+
+def test_a_repeated_method_or_seed_is_one_row_or_run():
+    args, _, methods = study.parse_args(
+        ['--methods', 'pcka', 'pkd', 'pcka', '--seeds', '0', '2', '2'])
+    assert methods == ['pcka', 'pkd'] and args.seeds == [0, 2]
 
 
 def test_the_study_runs_the_stacked_rows():
@@ -444,9 +458,14 @@ def test_verdict_text_says_whether_a_stacked_row_beats_the_best_single():
     lines = study.verdict_text(dict(verdict=verdict(
         wins, stacked=['pcka_fitnet']), max_seeds=5)).splitlines()
     assert lines[0].startswith('Best student: PCKA + FitNet, 9.77 AP; ')
-    assert lines[2] == ('PCKA + FitNet vs PCKA alone (the best single '
+    # without seed 0: 0.6 - 0.6 and 0.5 - 0.4 (the best row's grid pick
+    # on seed 0 left out)
+    assert lines[2].startswith('Without seed 0 (each distilled row\'s best '
+                               'grid run): +0.55 [')
+    assert lines[2].endswith('] over seeds 1, 2.')
+    assert lines[3] == ('PCKA + FitNet vs PCKA alone (the best single '
                         'method): +0.57 [+0.42, +0.71] over seeds 0, 1, 2.')
-    assert lines[3] == ('PCKA + FitNet beats PCKA alone beyond the seed '
+    assert lines[4] == ('PCKA + FitNet beats PCKA alone beyond the seed '
                         'spread.')
     # 0.6, 0.1, -0.1: within the spread
     ties = dict(RESULTS, pcka_fitnet={0: dict(AP=9.6), 1: dict(AP=9.3),
