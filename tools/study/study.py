@@ -233,10 +233,21 @@ def run_study(args, base, methods) -> dict:
         return result['metrics']
 
     plan, results = {}, {'student': {}}
+
+    def run_seed(method, seed):
+        """One seed of the student alone or of a method at its pick."""
+        if method == 'student':
+            name = 'student' if seed == 0 else f'student_s{seed}'
+            results['student'][seed] = metrics(name, student_cfg, seed,
+                                               distilled=False)
+        else:
+            p = plan[method]
+            results[method][seed] = metrics(
+                f'{method}_x{p["picked"]:g}_s{seed}', p['config'], seed,
+                p['options'])
+
     for seed in args.seeds:
-        name = 'student' if seed == 0 else f'student_s{seed}'
-        results['student'][seed] = metrics(name, student_cfg, seed,
-                                           distilled=False)
+        run_seed('student', seed)
     for method in methods:
         config = method_config(detector, method)
         ratio = first_step_ratio(base, config)
@@ -264,24 +275,10 @@ def run_study(args, base, methods) -> dict:
         results[method] = {0: tuning[best]}
         for seed in args.seeds:
             if seed != 0:
-                results[method][seed] = metrics(
-                    f'{method}_x{best:g}_s{seed}', config, seed,
-                    weight_options(config, best))
+                run_seed(method, seed)
     # seeds for the two best rows (and the student alone) while their
     # paired interval holds 0, up to --max-seeds in all
     seeds, added = list(args.seeds), []
-
-    def run_seed(method, seed):
-        if method == 'student':
-            results['student'][seed] = metrics(f'student_s{seed}',
-                                               student_cfg, seed,
-                                               distilled=False)
-        else:
-            p = plan[method]
-            results[method][seed] = metrics(
-                f'{method}_x{p["picked"]:g}_s{seed}', p['config'], seed,
-                p['options'])
-
     while len(methods) > 1:
         v = verdict(results, STACKED)
         top = ('student', v['best'], v['runner_up'])
