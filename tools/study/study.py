@@ -365,6 +365,14 @@ def _interval(diff: dict) -> str:
             f' over seeds {seeds}')
 
 
+def _seed_rule(n: int, cap: int) -> str:
+    """What the seed rule did for two rows not separated after ``n`` seeds."""
+    if n >= cap:
+        return (f' ({n} seeds, the cap: more seeds need '
+                f'`--max-seeds`, `make study MAX_SEEDS=N`)')
+    return f' ({n} seeds; the study adds seeds to the top two up to {cap})'
+
+
 def verdict_text(study: dict) -> str:
     """The verdict in words: the best row, whether its lead over the second
     is beyond the seed spread, and whether a stacked row beats the best
@@ -384,9 +392,10 @@ def verdict_text(study: dict) -> str:
         f'Its lead over {name(v["runner_up"])} '
         f'({v["means"][v["runner_up"]]:.2f} AP): {_interval(lead)}, '
         f'{separated}'
-        + ('' if v['separated'] else
-           f' ({len(lead["seeds"])} seeds; the study adds seeds to the top '
-           f'two up to {study.get("max_seeds", MAX_SEEDS)})') + '.']
+        + ('' if v['separated'] else _seed_rule(len(lead['seeds']),
+                                                study.get('max_seeds',
+                                                          MAX_SEEDS)))
+        + '.']
     if v.get('lead_held_out'):
         lines.append('Without seed 0 (each distilled row\'s best grid run): '
                      f'{_interval(v["lead_held_out"])}.')
@@ -419,10 +428,12 @@ def plot(study: dict, path: str) -> None:
         ax.bar(i, sum(values) / len(values), color='0.85')
         ax.scatter([i] * len(values), values, color='C0', zorder=3)
     ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels([METHODS.get(m, m) for m in methods])
+    ax.set_xticklabels([f'{METHODS.get(m, m)}\n'
+                        f'{len(study["results"][m])} seeds'
+                        for m in methods])
     ax.set_ylabel('AP (one point per seed)')
-    ax.set_title(f'{DETECTORS[study["detector"]]["name"]} toy pair, seeds '
-                 f'{study["seeds"]}')
+    ax.set_title(f'{DETECTORS[study["detector"]]["name"]} toy pair: '
+                 'mean AP (bar) and each seed (dot)')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

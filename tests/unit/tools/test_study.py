@@ -410,8 +410,12 @@ def test_seeds_added_to_the_top_two_up_to_the_cap(tmp_path, monkeypatch):
     assert text.splitlines()[1] == (
         'Its lead over PKD (9.20 AP): +0.32 [%+.2f, %+.2f] over seeds 0, 1, '
         '2, 3, 4, within the seed spread: the two are not separated (5 '
-        'seeds; the study adds seeds to the top two up to 5).'
+        'seeds, the cap: more seeds need `--max-seeds`, `make study '
+        'MAX_SEEDS=N`).'
         % (0.32 - half, 0.32 + half))
+    # below the cap the line says the rule goes on
+    assert study.verdict_text({**out, 'max_seeds': 7}).splitlines()[1] \
+        .endswith('(5 seeds; the study adds seeds to the top two up to 7).')
 
 
 def test_seeds_added_until_the_top_two_separate(tmp_path, monkeypatch):
