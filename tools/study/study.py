@@ -369,7 +369,7 @@ def _seed_rule(n: int, cap: int) -> str:
     """What the seed rule did for two rows not separated after ``n`` seeds."""
     if n >= cap:
         return (f' ({n} seeds, the cap: more seeds need '
-                f'`--max-seeds`, `make study MAX_SEEDS=N`)')
+                '`--max-seeds`, `make study MAX_SEEDS=N`)')
     return f' ({n} seeds; the study adds seeds to the top two up to {cap})'
 
 
@@ -428,9 +428,9 @@ def plot(study: dict, path: str) -> None:
         ax.bar(i, sum(values) / len(values), color='0.85')
         ax.scatter([i] * len(values), values, color='C0', zorder=3)
     ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels([f'{METHODS.get(m, m)}\n'
-                        f'{len(study["results"][m])} seeds'
-                        for m in methods])
+    counts = [len(study['results'][m]) for m in methods]
+    ax.set_xticklabels([f'{METHODS.get(m, m)}\n{n} seed{"s" * (n > 1)}'
+                        for m, n in zip(methods, counts)])
     ax.set_ylabel('AP (one point per seed)')
     ax.set_title(f'{DETECTORS[study["detector"]]["name"]} toy pair: '
                  'mean AP (bar) and each seed (dot)')
