@@ -133,9 +133,24 @@ SLOWEST_FILES = [
 ]
 
 
+# The end-to-end tests' runs, checkpoints and hub caches hold up to about
+# 2 GB at once in the temporary folder; below this, tests fail half-way
+# with ENOSPC scattered over every file (as CI did on 2026-12-03).
+MIN_FREE_TMP_GB = 3
+
+
 def pytest_configure(config):
     if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist
         config.option.loadscopereorder = False  # the order set below
+    if not hasattr(config, 'workerinput'):  # once, in the main process
+        import shutil
+        import tempfile
+        folder = tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free / 2**30
+        if free < MIN_FREE_TMP_GB:
+            pytest.exit(f'{free:.1f} GB free in {folder}; the suite needs '
+                        f'{MIN_FREE_TMP_GB} GB there. Free space or point '
+                        'TMPDIR at a disk with room.', returncode=4)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -285,12 +285,18 @@ def section_launcher(args, device, pairs):
     iterations on synthetic COCO-layout images, the URLs' files in a
     private hub cache of random weights; exit 0 and a student export."""
     import tempfile
+    config = pairs['retinanet']
+    # the run's files (data, hub cache, checkpoints) go with the section;
+    # a failure's log tail is in the error
+    with tempfile.TemporaryDirectory(prefix='gpu_report_') as work:
+        return _launch(args, device, config, work)
 
+
+def _launch(args, device, config: str, work: str) -> dict:
+    """Train ``config`` through ``tools/dist_train.sh`` in ``work``."""
     from pcka_det.cli import data_root_options
     from pcka_det.datasets import SyntheticConfig, generate_dataset
     from pcka_det.testing.hub_cache import HubCache
-    config = pairs['retinanet']
-    work = tempfile.mkdtemp(prefix='gpu_report_')
     data = osp.join(work, 'data')
     names = {}
     if not args.quick:  # the shapes named as COCO's first six classes
