@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
+from mmengine.visualization import Visualizer
 
 from ..checkpoint import (STUDENT_PREFIX, CorruptCheckpointError,
                           fit_checkpoint, mismatch, newest_readable,
@@ -263,6 +264,18 @@ def check_pretrained_sources(model) -> None:
                 ) from e
 
 
+def _visualizer_name_taken(name: str) -> bool:
+    """Whether a visualizer of any class already holds ``name`` (MMEngine
+    keeps one instance table per class)."""
+    classes = [Visualizer]
+    while classes:
+        cls = classes.pop()
+        if cls.check_instance_created(name):
+            return True
+        classes.extend(cls.__subclasses__())
+    return False
+
+
 class FormattedOnceConfig(Config):
     """A run's config that formats each distinct content once.
 
@@ -319,6 +332,8 @@ class DistillRunner(Runner):
       scale, before the dataloaders are built: a level that is not paired,
       a wrong connector or index, or a PCKA level of one patch fails in
       seconds.
+    * Each run writes its ``vis_data`` into its own work dir, a second run
+      in one process included (:meth:`build_visualizer`).
 
     Every distillation config selects it with ``runner_type='DistillRunner'``
     (``configs/_base_/distill_runtime.py``); ``tools/train.py`` and
@@ -356,6 +371,33 @@ class DistillRunner(Runner):
         for line in lines:
             runner.logger.info(f'DistillRunner: {line}')
         return runner
+
+    def build_visualizer(self, visualizer=None):
+        """MMEngine's, except that the run's visualizer is its own.
+
+        mmdet's runtime names every run's visualizer ``'visualizer'`` and
+        MMEngine returns an existing instance of that name, so a second
+        run in one process (a notebook or a script that trains twice)
+        would write its ``vis_data`` (``scalars.json``, ``config.py``)
+        into the first run's work dir, or fail once that dir is gone. A
+        name already taken gets the run's experiment name appended; a
+        process's first run is unchanged.
+
+        Args:
+            visualizer (Visualizer | dict | None): The config's
+                ``visualizer``.
+
+        Returns:
+            Visualizer: The run's visualizer.
+        """
+        if isinstance(visualizer, dict) and visualizer.get('name'):
+            name, base, n = visualizer['name'], visualizer['name'], 0
+            while _visualizer_name_taken(name):
+                n += 1
+                name = f'{base}_{self._experiment_name}' + (
+                    f'_{n}' if n > 1 else '')
+            visualizer = dict(visualizer, name=name)
+        return super().build_visualizer(visualizer)
 
     def train(self):
         """Pre-flight check of a distiller, then MMEngine's training."""
