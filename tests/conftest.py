@@ -133,9 +133,10 @@ SLOWEST_FILES = [
 ]
 
 
-# The end-to-end tests' runs, checkpoints and hub caches hold up to about
-# 2 GB at once in the temporary folder; below this, tests fail half-way
-# with ENOSPC scattered over every file (as CI did on 2026-12-03).
+# The end-to-end tests' runs, checkpoints and hub caches held up to 3.8 GB
+# at once in the temporary folder (clean-clone CI run, 2026-12-03; README);
+# with less than this free the suite cannot finish, and fails half-way with
+# ENOSPC scattered over every file (as CI did on 2026-12-03).
 MIN_FREE_TMP_GB = 3
 
 
